@@ -1,0 +1,68 @@
+//! Command-line surface of `wwctl`: clap types and thin handlers that call
+//! into the owning modules. Flags follow Warewulf's names.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+pub mod image;
+pub mod node;
+pub mod profile;
+
+/// Ironwulf cluster provisioning (Warewulf compatible).
+#[derive(Debug, Parser)]
+#[command(name = "wwctl", version, max_term_width = 80)]
+pub struct Cli {
+    /// Path to warewulf.conf.
+    #[arg(long, global = true, env = "WAREWULFCONF", default_value = config::DEFAULT_CONF)]
+    pub warewulfconf: PathBuf,
+
+    /// Print what is being done.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// Print debugging detail.
+    #[arg(short, long, global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage node images.
+    #[command(visible_alias = "container", alias = "vnfs")]
+    Image(image::ImageArgs),
+    /// Manage nodes.
+    Node(node::NodeArgs),
+    /// Manage node profiles.
+    Profile(profile::ProfileArgs),
+    /// Print the version.
+    Version,
+}
+
+/// What every handler gets: the loaded site configuration and where it came from.
+pub struct Context {
+    pub conf_path: PathBuf,
+    pub config: Config,
+}
+
+/// Loads the configuration and runs the chosen verb.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Command::Version = cli.command {
+        println!("wwctl (ironwulf) {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let config = Config::load(&cli.warewulfconf)?;
+    let ctx = Context { conf_path: cli.warewulfconf, config };
+    match cli.command {
+        Command::Image(args) => image::run(&ctx, args),
+        Command::Node(args) => node::run(&ctx, args),
+        Command::Profile(args) => profile::run(&ctx, args),
+        Command::Version => unreachable!("handled above"),
+    }
+}

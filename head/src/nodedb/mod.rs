@@ -1,0 +1,1 @@
+//! The node database (`nodes.conf`): model, profile merge, store, hostlists.

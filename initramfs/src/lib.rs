@@ -1,0 +1,1 @@
+//! The archive engine (placeholder until the codec lands).

@@ -1,0 +1,1 @@
+//! Harness for real VM boots under `qemu-system-* -accel tcg`.
