@@ -22,19 +22,28 @@ impl AtomicFile {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let prefix = format!(
             ".{}.",
-            target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            target
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         );
         let tmp = tempfile::Builder::new()
             .prefix(&prefix)
             .suffix(".tmp")
             .tempfile_in(dir)
             .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-        Ok(Self { target: target.to_owned(), tmp: Some(tmp) })
+        Ok(Self {
+            target: target.to_owned(),
+            tmp: Some(tmp),
+        })
     }
 
     /// The open temp file.
     pub fn file(&mut self) -> &mut File {
-        self.tmp.as_mut().expect("temp file present until commit").as_file_mut()
+        self.tmp
+            .as_mut()
+            .expect("temp file present until commit")
+            .as_file_mut()
     }
 
     /// Sets the permission bits the final file will carry.
@@ -42,7 +51,12 @@ impl AtomicFile {
         use std::os::unix::fs::PermissionsExt;
         self.file()
             .set_permissions(fs::Permissions::from_mode(mode))
-            .with_context(|| format!("setting the mode of the temp file for {}", self.target.display()))
+            .with_context(|| {
+                format!(
+                    "setting the mode of the temp file for {}",
+                    self.target.display()
+                )
+            })
     }
 
     /// fsyncs the data, renames it over the target and fsyncs the directory.
@@ -101,7 +115,10 @@ mod tests {
         fs::write(&target, "old").unwrap();
         write_atomic(&target, b"new", 0o640).unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "new");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("nodes.conf")]);
     }
 

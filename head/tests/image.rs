@@ -44,7 +44,10 @@ impl Site {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wwctl"));
-        cmd.arg("--warewulfconf").arg(self.conf()).args(args).env_remove("SOURCE_DATE_EPOCH");
+        cmd.arg("--warewulfconf")
+            .arg(self.conf())
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH");
         cmd
     }
 
@@ -66,7 +69,13 @@ impl Site {
     /// A small image with two kernels, a symlink and excluded folders.
     fn make_image(&self, name: &str) -> PathBuf {
         let r = self.rootfs(name);
-        for d in ["bin", "etc/warewulf", "boot", "usr/share/doc/pkg", "var/cache/apt"] {
+        for d in [
+            "bin",
+            "etc/warewulf",
+            "boot",
+            "usr/share/doc/pkg",
+            "var/cache/apt",
+        ] {
             fs::create_dir_all(r.join(d)).unwrap();
         }
         fs::write(r.join("bin/sh"), b"#!not really a shell\n").unwrap();
@@ -77,7 +86,11 @@ impl Site {
         fs::write(r.join("usr/share/doc/pkg/README"), b"docs").unwrap();
         fs::write(r.join("var/cache/apt/pkgcache.bin"), vec![7u8; 4096]).unwrap();
         symlink("/bin/sh", r.join("bin/bash")).unwrap();
-        fs::write(r.join("etc/warewulf/excludes"), "/usr/share/doc/*\n/var/cache/apt\n").unwrap();
+        fs::write(
+            r.join("etc/warewulf/excludes"),
+            "/usr/share/doc/*\n/var/cache/apt\n",
+        )
+        .unwrap();
         r
     }
 }
@@ -90,8 +103,12 @@ fn manifest(site: &Site, name: &str) -> serde_json::Value {
 fn unpack(archive: &Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let file = fs::File::open(archive).unwrap();
-    initramfs::unpack::unpack(file, out.path(), &initramfs::unpack::UnpackOptions::default())
-        .unwrap();
+    initramfs::unpack::unpack(
+        file,
+        out.path(),
+        &initramfs::unpack::UnpackOptions::default(),
+    )
+    .unwrap();
     out
 }
 
@@ -111,12 +128,18 @@ fn builds_gzip_and_zstd_artifacts_that_unpack_to_the_tree() {
         let path = site.artifact(a["file"].as_str().unwrap());
         let bytes = fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, a["size"].as_u64().unwrap());
-        assert_eq!(hex::encode(Sha256::digest(&bytes)), a["sha256"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            a["sha256"].as_str().unwrap()
+        );
 
         let tree = unpack(&path);
         let t = tree.path();
         assert_eq!(fs::read(t.join("etc/hostname")).unwrap(), b"template\n");
-        assert_eq!(fs::read_link(t.join("bin/bash")).unwrap(), Path::new("/bin/sh"));
+        assert_eq!(
+            fs::read_link(t.join("bin/bash")).unwrap(),
+            Path::new("/bin/sh")
+        );
         let mode = fs::metadata(t.join("bin/sh")).unwrap().permissions().mode();
         assert_eq!(mode & 0o7777, 0o755);
         // Excludes: globbed contents and a whole directory are left out.
@@ -124,7 +147,10 @@ fn builds_gzip_and_zstd_artifacts_that_unpack_to_the_tree() {
         assert!(!t.join("usr/share/doc/pkg").exists());
         assert!(!t.join("var/cache/apt").exists());
     }
-    assert_eq!(&fs::read(site.artifact("debian.img.gz")).unwrap()[..2], &[0x1f, 0x8b]);
+    assert_eq!(
+        &fs::read(site.artifact("debian.img.gz")).unwrap()[..2],
+        &[0x1f, 0x8b]
+    );
     assert_eq!(
         &fs::read(site.artifact("debian.img.zst")).unwrap()[..4],
         &[0x28, 0xb5, 0x2f, 0xfd]
@@ -186,8 +212,14 @@ fn stale_artifacts_of_an_older_tree_are_removed() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     fs::write(r.join("etc/motd"), b"new file\n").unwrap();
     site.ok(&["image", "build", "img", "--compress", "zst"]);
-    assert!(!site.artifact("img.img.gz").exists(), "a gz of the old tree must not be served");
-    let kinds = manifest(&site, "img")["artifacts"].as_array().unwrap().len();
+    assert!(
+        !site.artifact("img.img.gz").exists(),
+        "a gz of the old tree must not be served"
+    );
+    let kinds = manifest(&site, "img")["artifacts"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(kinds, 1);
 }
 
@@ -201,7 +233,11 @@ fn reproducible_with_source_date_epoch() {
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         fs::read(site.artifact("img.img.zst")).unwrap()
     };
     let a = build();
@@ -209,7 +245,10 @@ fn reproducible_with_source_date_epoch() {
     let hostname = site.rootfs("img").join("etc/hostname");
     fs::write(&hostname, fs::read(&hostname).unwrap()).unwrap();
     let b = build();
-    assert_eq!(a, b, "same tree and SOURCE_DATE_EPOCH must give identical archives");
+    assert_eq!(
+        a, b,
+        "same tree and SOURCE_DATE_EPOCH must give identical archives"
+    );
 }
 
 #[test]
@@ -222,18 +261,28 @@ fn all_builds_every_image_and_list_shows_them() {
     assert!(before.contains("not built"), "{before}");
 
     let out = site.ok(&["image", "build", "--all"]);
-    assert!(out.contains("a: built") && out.contains("b: built"), "{out}");
+    assert!(
+        out.contains("a: built") && out.contains("b: built"),
+        "{out}"
+    );
 
     let table = site.ok(&["image", "list"]);
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("IMAGE NAME"), "{table}");
     assert_eq!(lines.len(), 3, "{table}");
-    assert!(lines[1].starts_with('a') && lines[1].contains("6.1.0-28-amd64"), "{table}");
+    assert!(
+        lines[1].starts_with('a') && lines[1].contains("6.1.0-28-amd64"),
+        "{table}"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&site.ok(&["image", "list", "--json"])).unwrap();
-    let names: Vec<&str> =
-        json.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(json[0]["built"]["kernel_version"], "6.1.0-28-amd64");
 

@@ -33,7 +33,9 @@ impl FromStr for Mac {
     type Err = ParseMacError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseMacError { input: s.to_owned() };
+        let err = || ParseMacError {
+            input: s.to_owned(),
+        };
         let sep = if s.contains(':') { ':' } else { '-' };
         let mut out = [0u8; 6];
         let mut parts = s.split(sep);
@@ -72,7 +74,11 @@ mod tests {
     #[test]
     fn parses_both_separators_and_cases() {
         let want = Mac([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
-        for s in ["52:54:00:ab:cd:ef", "52-54-00-AB-CD-EF", "52:54:00:AB:cd:EF"] {
+        for s in [
+            "52:54:00:ab:cd:ef",
+            "52-54-00-AB-CD-EF",
+            "52:54:00:AB:cd:EF",
+        ] {
             assert_eq!(s.parse::<Mac>().unwrap(), want, "{s}");
         }
         assert_eq!(want.to_string(), "52:54:00:ab:cd:ef");
@@ -81,7 +87,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:ef:00", "5:54:00:ab:cd:ef", "zz:54:00:ab:cd:ef", "52:54-00:ab:cd:ef"] {
+        for s in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:ef:00",
+            "5:54:00:ab:cd:ef",
+            "zz:54:00:ab:cd:ef",
+            "52:54-00:ab:cd:ef",
+        ] {
             assert!(s.parse::<Mac>().is_err(), "{s}");
         }
     }

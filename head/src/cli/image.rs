@@ -58,7 +58,9 @@ struct ListArgs {
 fn parse_compression(s: &str) -> Result<Compression, String> {
     match Compression::from_name(s) {
         Some(c @ (Compression::Gzip | Compression::Zstd)) => Ok(c),
-        _ => Err(format!("unsupported image compression {s:?} (want gz or zst)")),
+        _ => Err(format!(
+            "unsupported image compression {s:?} (want gz or zst)"
+        )),
     }
 }
 
@@ -97,7 +99,9 @@ fn build(store: &ImageStore, args: BuildArgs) -> Result<()> {
         let result = image::build(store, name, &opts, &bar);
         bar.finish_and_clear();
         match result {
-            Ok(BuildOutcome::UpToDate(_)) => println!("{name}: up to date"),
+            Ok(BuildOutcome::UpToDate(m)) => {
+                println!("{name}: up to date (built {})", utc_time(m.built_at));
+            }
             Ok(BuildOutcome::Built(m)) => {
                 let sizes: Vec<String> = m
                     .artifacts
@@ -179,7 +183,12 @@ fn list(store: &ImageStore, args: &ListArgs) -> Result<()> {
             ),
             None => ("not built".to_owned(), String::new()),
         };
-        table.row([r.name.clone(), built, size, r.kernel_version.clone().unwrap_or_default()]);
+        table.row([
+            r.name.clone(),
+            built,
+            size,
+            r.kernel_version.clone().unwrap_or_default(),
+        ]);
     }
     table.print();
     Ok(())

@@ -10,6 +10,7 @@ use crate::config::{self, Config};
 
 pub mod image;
 pub mod node;
+pub mod output;
 pub mod profile;
 
 /// Ironwulf cluster provisioning (Warewulf compatible).
@@ -45,9 +46,8 @@ pub enum Command {
     Version,
 }
 
-/// What every handler gets: the loaded site configuration and where it came from.
+/// What every handler gets: the loaded site configuration.
 pub struct Context {
-    pub conf_path: PathBuf,
     pub config: Config,
 }
 
@@ -58,7 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let config = Config::load(&cli.warewulfconf)?;
-    let ctx = Context { conf_path: cli.warewulfconf, config };
+    let ctx = Context { config };
     match cli.command {
         Command::Image(args) => image::run(&ctx, args),
         Command::Node(args) => node::run(&ctx, args),

@@ -53,8 +53,7 @@ pub fn build(
     let started = Instant::now();
     let rootfs = store.require(name)?;
     let images_dir = store.images_dir();
-    fs::create_dir_all(images_dir)
-        .with_context(|| format!("creating {}", images_dir.display()))?;
+    fs::create_dir_all(images_dir).with_context(|| format!("creating {}", images_dir.display()))?;
     // One build per image at a time; a second `wwctl image build` waits.
     let _lock = lock(store, name)?;
 
@@ -71,12 +70,11 @@ pub fn build(
 
     let manifest_path = store.manifest(name);
     let previous = ImageManifest::load(&manifest_path)?;
-    if !opts.force {
-        if let Some(prev) = &previous {
-            if is_current(store, prev, &fingerprint, &opts.compressions) {
-                return Ok(BuildOutcome::UpToDate(prev.clone()));
-            }
-        }
+    if !opts.force
+        && let Some(prev) = &previous
+        && is_current(store, prev, &fingerprint, &opts.compressions)
+    {
+        return Ok(BuildOutcome::UpToDate(prev.clone()));
     }
 
     let kernels = kernel::find(&rootfs);
@@ -84,7 +82,10 @@ pub fn build(
 
     progress.set_length(scan.total_bytes());
     progress.set_message(format!("building {name}"));
-    let enc_opts = EncoderOptions { level: opts.level, threads: opts.threads };
+    let enc_opts = EncoderOptions {
+        level: opts.level,
+        threads: opts.threads,
+    };
     let mut outputs = Vec::with_capacity(opts.compressions.len());
     for &c in &opts.compressions {
         let target = store.artifact(name, c);
@@ -94,15 +95,22 @@ pub fn build(
             .with_context(|| format!("starting the {c:?} encoder for {}", target.display()))?;
         outputs.push((c, enc));
     }
-    let mut encoders: Vec<_> = outputs.iter_mut().map(|(_, e)| e as &mut dyn Write).collect();
-    tree::write_archive(&scan, Tee(&mut encoders), &mut |done| progress.set_position(done))
-        .with_context(|| format!("archiving image {name}"))?;
+    let mut encoders: Vec<_> = outputs
+        .iter_mut()
+        .map(|(_, e)| e as &mut dyn Write)
+        .collect();
+    tree::write_archive(&scan, Tee(&mut encoders), &mut |done| {
+        progress.set_position(done)
+    })
+    .with_context(|| format!("archiving image {name}"))?;
     drop(encoders);
 
     let mut artifacts = Vec::new();
     for (c, enc) in outputs {
         let target = store.artifact(name, c);
-        let hashed = enc.finish().with_context(|| format!("compressing {}", target.display()))?;
+        let hashed = enc
+            .finish()
+            .with_context(|| format!("compressing {}", target.display()))?;
         let (file, size, sha256) = hashed.finish();
         file.commit()?;
         artifacts.push(Artifact {
@@ -123,10 +131,10 @@ pub fn build(
                 artifacts.push(old);
             } else {
                 let stale = images_dir.join(&old.file);
-                if let Err(e) = fs::remove_file(&stale) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!("removing stale {}: {e}", stale.display());
-                    }
+                if let Err(e) = fs::remove_file(&stale)
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!("removing stale {}: {e}", stale.display());
                 }
             }
         }
@@ -141,7 +149,10 @@ pub fn build(
         tree_bytes: scan.total_bytes(),
         kernel_version: kernel.and_then(|k| k.version.clone()),
         kernel_path: kernel.map(|k| k.path.clone()),
-        built_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        built_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         build_seconds: started.elapsed().as_secs_f64(),
         artifacts,
     };
@@ -181,12 +192,15 @@ fn lock(store: &ImageStore, name: &str) -> Result<File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    file.lock().with_context(|| format!("locking {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
     Ok(file)
 }
 
 fn file_name(path: &std::path::Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Writes every buffer to each of several writers.
@@ -213,7 +227,11 @@ struct HashWriter {
 
 impl HashWriter {
     fn new(inner: AtomicFile) -> Self {
-        Self { inner, hasher: Sha256::new(), size: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
     }
 
     /// The file, its length and its lowercase hex sha256.

@@ -49,14 +49,19 @@ impl Kernel {
 pub fn find(root: &Path) -> Vec<Kernel> {
     let mut found: Vec<Kernel> = Vec::new();
     for (dir, pattern) in SEARCH {
-        let Ok(entries) = fs::read_dir(root.join(dir)) else { continue };
-        let mut names: Vec<String> =
-            entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        let Ok(entries) = fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
         names.sort();
         for name in names {
             let (rel, version) = match pattern {
                 Pattern::Prefix(prefix) => {
-                    let Some(rest) = name.strip_prefix(prefix) else { continue };
+                    let Some(rest) = name.strip_prefix(prefix) else {
+                        continue;
+                    };
                     (format!("/{dir}/{name}"), rest.to_owned())
                 }
                 Pattern::InVersionDir(file) => {
@@ -69,7 +74,9 @@ pub fn find(root: &Path) -> Vec<Kernel> {
             if !root.join(rel.trim_start_matches('/')).is_file() {
                 continue;
             }
-            let version = version.starts_with(|c: char| c.is_ascii_digit()).then_some(version);
+            let version = version
+                .starts_with(|c: char| c.is_ascii_digit())
+                .then_some(version);
             if !found.iter().any(|k| k.path == rel) {
                 found.push(Kernel { path: rel, version });
             }
@@ -143,9 +150,24 @@ mod tests {
 
     #[test]
     fn natural_version_order() {
-        let mut v = vec!["6.1.0-9-amd64", "6.1.0-28-amd64", "5.14.0-427.el9.x86_64", "6.10.1", "6.2"];
+        let mut v = vec![
+            "6.1.0-9-amd64",
+            "6.1.0-28-amd64",
+            "5.14.0-427.el9.x86_64",
+            "6.10.1",
+            "6.2",
+        ];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["5.14.0-427.el9.x86_64", "6.1.0-9-amd64", "6.1.0-28-amd64", "6.2", "6.10.1"]);
+        assert_eq!(
+            v,
+            [
+                "5.14.0-427.el9.x86_64",
+                "6.1.0-9-amd64",
+                "6.1.0-28-amd64",
+                "6.2",
+                "6.10.1"
+            ]
+        );
     }
 
     #[test]
@@ -163,7 +185,11 @@ mod tests {
         let def = default_kernel(&kernels).unwrap();
         assert_eq!(def.path, "/boot/vmlinuz-6.1.0-28-amd64");
         assert_eq!(def.version.as_deref(), Some("6.1.0-28-amd64"));
-        assert!(kernels.iter().any(|k| k.path == "/lib/modules/5.14.0-427.el9.x86_64/vmlinuz"));
+        assert!(
+            kernels
+                .iter()
+                .any(|k| k.path == "/lib/modules/5.14.0-427.el9.x86_64/vmlinuz")
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl ImageStore {
         validate_name(name)?;
         let rootfs = self.rootfs(name);
         if !rootfs.is_dir() {
-            bail!("image {name} not found: {} is not a directory", rootfs.display());
+            bail!(
+                "image {name} not found: {} is not a directory",
+                rootfs.display()
+            );
         }
         Ok(rootfs)
     }
@@ -77,7 +80,9 @@ impl ImageStore {
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", self.chroot_dir.display()))?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if validate_name(&name).is_ok() && entry.path().join("rootfs").is_dir() {
                 names.push(name);
             }
@@ -91,7 +96,9 @@ impl ImageStore {
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+:@".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+:@".contains(c));
     if !ok {
         bail!("invalid image name {name:?}: use letters, digits and -_.+:@, not starting with '.'");
     }
