@@ -11,6 +11,7 @@ mod fsutil;
 mod image;
 mod logging;
 mod nodedb;
+mod serve;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

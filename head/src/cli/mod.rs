@@ -12,6 +12,7 @@ pub mod image;
 pub mod node;
 pub mod output;
 pub mod profile;
+pub mod server;
 
 /// Ironwulf cluster provisioning (Warewulf compatible).
 #[derive(Debug, Parser)]
@@ -42,6 +43,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Manage node profiles.
     Profile(profile::ProfileArgs),
+    /// Run the provisioning server (DHCP) in the foreground.
+    Server(server::ServerArgs),
     /// Print the version.
     Version,
 }
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Image(args) => image::run(&ctx, args),
         Command::Node(args) => node::run(&ctx, args),
         Command::Profile(args) => profile::run(&ctx, args),
+        Command::Server(args) => server::run(&ctx, args),
         Command::Version => unreachable!("handled above"),
     }
 }

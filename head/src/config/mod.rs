@@ -115,6 +115,11 @@ pub struct DhcpSection {
     pub range6_end: Option<String>,
     #[serde(rename = "systemd name")]
     pub systemd_name: String,
+    /// Ironwulf: answer only PXE/iPXE clients with boot information and leave
+    /// addresses to the site's own DHCP server (proxyDHCP, ports 67 and 4011).
+    pub proxy: bool,
+    /// Ironwulf: interfaces the embedded DHCP server binds to; empty = all.
+    pub interfaces: Vec<String>,
 }
 
 impl Default for DhcpSection {
@@ -127,6 +132,8 @@ impl Default for DhcpSection {
             range6_start: None,
             range6_end: None,
             systemd_name: "dhcpd".into(),
+            proxy: false,
+            interfaces: Vec::new(),
         }
     }
 }
@@ -331,6 +338,8 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "range6 start",
             "range6 end",
             "systemd name",
+            "proxy",
+            "interfaces",
         ],
     ),
     ("tftp", &["enabled", "tftproot", "systemd name", "ipxe"]),

@@ -199,26 +199,25 @@ impl NodeDb {
         self.stamp
     }
 
-    #[allow(
-        dead_code,
-        reason = "change detection for the server, which arrives later"
-    )]
     /// True when the file on disk is no longer the version that was read.
     pub fn is_stale(&self) -> bool {
         Stamp::of(&self.path).map_or(true, |s| s != self.stamp)
     }
 
-    #[allow(
-        dead_code,
-        reason = "change detection for the server, which arrives later"
-    )]
-    /// Re-reads the file when it changed; returns whether it did.
+    /// Re-reads the file when it changed; returns whether it did. On error
+    /// the previous contents stay in place.
     pub fn reload_if_changed(&mut self) -> Result<bool, NodeDbError> {
         if !self.is_stale() {
             return Ok(false);
         }
-        *self = Self::load(&self.path)?;
+        self.reload()?;
         Ok(true)
+    }
+
+    /// Re-reads the file unconditionally (SIGHUP); on error nothing changes.
+    pub fn reload(&mut self) -> Result<(), NodeDbError> {
+        *self = Self::load(&self.path)?;
+        Ok(())
     }
 
     /// Node `id` with its profiles applied.
@@ -226,10 +225,6 @@ impl NodeDb {
         merge_node(&self.conf, id)
     }
 
-    #[allow(
-        dead_code,
-        reason = "change detection for the server, which arrives later"
-    )]
     /// Every node with its profiles applied, in name order.
     pub fn merged_all(&self) -> Vec<MergedNode> {
         merge_all(&self.conf)

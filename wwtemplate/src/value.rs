@@ -1,0 +1,324 @@
+//! The data model handed to templates: [`Value`] and the [`Object`] builder.
+//!
+//! Go templates reach into Go structs with reflection: `.Id` may be a field or
+//! a niladic method, and both are invoked the same way. Rust has no such
+//! reflection and the engine (`gotmpl`) resolves `.Name` only as a map lookup,
+//! so an object is a string-keyed map whose entries are either plain fields
+//! or the *precomputed results* of Go's niladic methods (`Id`, `Primary`,
+//! `FileSystemList`, `BoolDefaultTrue`, ...). [`Object::method`] documents that
+//! intent at the call site; the closure runs once, when the object is built.
+//! Methods taking arguments cannot be expressed as `.Name arg`; expose them as
+//! [`Value::function`] and invoke them with the `call` builtin instead.
+//!
+//! Map iteration (`range`, printing) is in sorted key order, as in Go.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A template value: nil, bool, integer, float, string, list, map or function.
+///
+/// Cheap to clone (strings, lists and maps are reference counted), `Send` and
+/// `Sync`, so one data tree can be shared by many concurrent renders.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value(pub(crate) gotmpl::Value);
+
+/// Signature of a function value callable from a template with `call`.
+pub type FunctionValue = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+
+impl Default for Value {
+    fn default() -> Self {
+        Value::nil()
+    }
+}
+
+impl Value {
+    /// Go's untyped `nil`; printed as `<no value>` by an action.
+    pub fn nil() -> Self {
+        Value(gotmpl::Value::Nil)
+    }
+
+    /// A list from anything convertible to values.
+    pub fn list<T: Into<Value>>(items: impl IntoIterator<Item = T>) -> Self {
+        let items: Vec<gotmpl::Value> = items.into_iter().map(|v| v.into().0).collect();
+        Value(gotmpl::Value::List(items.into()))
+    }
+
+    /// A string-keyed map (Go `map[string]T`); keys iterate sorted.
+    pub fn map<K: AsRef<str>, T: Into<Value>>(entries: impl IntoIterator<Item = (K, T)>) -> Self {
+        let map: BTreeMap<Arc<str>, gotmpl::Value> = entries
+            .into_iter()
+            .map(|(k, v)| (Arc::from(k.as_ref()), v.into().0))
+            .collect();
+        Value(gotmpl::Value::Map(Arc::new(map)))
+    }
+
+    /// Starts an object (a Go struct stand-in) with fields and precomputed methods.
+    pub fn object() -> Object {
+        Object::default()
+    }
+
+    /// A function value, invoked in templates as `call .Fn arg...`.
+    ///
+    /// An `Err` from the closure fails the render with that message.
+    pub fn function(f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static) -> Self {
+        let f: Arc<FunctionValue> = Arc::new(f);
+        Value(gotmpl::Value::Function(Arc::new(
+            move |args: &[gotmpl::Value]| {
+                let args: Vec<Value> = args.iter().cloned().map(Value).collect();
+                f(&args).map(|v| v.0).map_err(gotmpl::TemplateError::Exec)
+            },
+        )))
+    }
+
+    /// Warewulf's `WWbool` (a string-backed tri-state) as an object with the
+    /// `Bool` and `BoolDefaultTrue` methods precomputed from `raw`.
+    ///
+    /// `raw` is the stored spelling (`""`, `"true"`, `"no"`, `"UNDEF"`, ...);
+    /// unset verbs are false for both methods, like Warewulf.
+    pub fn wwbool(raw: &str) -> Self {
+        let (plain, default_true) = wwbool_methods(raw);
+        Value::object()
+            .field("Bool", plain)
+            .field("BoolDefaultTrue", default_true)
+            .build()
+    }
+
+    /// True if this is `nil`.
+    pub fn is_nil(&self) -> bool {
+        matches!(self.0, gotmpl::Value::Nil)
+    }
+
+    /// The string, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        self.0.as_str()
+    }
+
+    /// The integer, if this is a signed integer.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self.0 {
+            gotmpl::Value::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self.0 {
+            gotmpl::Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A field of a map or object (`None` for a missing key or a non-map).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.0.field(key).cloned().map(Value)
+    }
+
+    /// Go's truth: false, 0, nil and empty strings/lists/maps are false.
+    pub fn is_truthy(&self) -> bool {
+        self.0.is_truthy()
+    }
+}
+
+/// Warewulf's unset verbs: a field holding one of them counts as unset.
+const UNSET_VERBS: [&str; 6] = ["unset", "delete", "undef", "--", "nil", "0.0.0.0"];
+
+/// `(Bool(), BoolDefaultTrue())` of a Warewulf `WWbool` holding `raw`.
+fn wwbool_methods(raw: &str) -> (bool, bool) {
+    let lower = raw.to_lowercase();
+    if UNSET_VERBS.contains(&lower.as_str()) {
+        return (false, false);
+    }
+    match lower.as_str() {
+        "yes" => (true, true),
+        "" => (false, true),
+        "no" => (false, false),
+        "1" | "t" | "true" => (true, true),
+        "0" | "f" | "false" => (false, false),
+        _ => (false, true),
+    }
+}
+
+/// Builder for an object: a map of fields and precomputed niladic methods.
+#[derive(Default, Debug, Clone)]
+pub struct Object {
+    entries: BTreeMap<Arc<str>, gotmpl::Value>,
+}
+
+impl Object {
+    /// Adds a field; a later entry with the same name replaces an earlier one.
+    #[must_use]
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.entries.insert(Arc::from(name), value.into().0);
+        self
+    }
+
+    /// Adds a Go niladic method: `f` runs now and `.name` yields its result.
+    #[must_use]
+    pub fn method(self, name: &str, f: impl FnOnce() -> Value) -> Self {
+        let value = f();
+        self.field(name, value)
+    }
+
+    /// Adds a field only when `value` is `Some`, leaving it missing otherwise.
+    #[must_use]
+    pub fn field_opt(self, name: &str, value: Option<impl Into<Value>>) -> Self {
+        match value {
+            Some(v) => self.field(name, v),
+            None => self,
+        }
+    }
+
+    /// Finishes the object.
+    pub fn build(self) -> Value {
+        Value(gotmpl::Value::Map(Arc::new(self.entries)))
+    }
+}
+
+impl From<Object> for Value {
+    fn from(o: Object) -> Self {
+        o.build()
+    }
+}
+
+impl From<serde_json::Value> for Value {
+    fn from(v: serde_json::Value) -> Self {
+        use serde_json::Value as J;
+        match v {
+            J::Null => Value::nil(),
+            J::Bool(b) => b.into(),
+            J::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Value(gotmpl::Value::Int(i))
+                } else if let Some(u) = n.as_u64() {
+                    Value(gotmpl::Value::Uint(u))
+                } else {
+                    Value(gotmpl::Value::Float(n.as_f64().unwrap_or(f64::NAN)))
+                }
+            }
+            J::String(s) => s.into(),
+            J::Array(items) => Value::list(items),
+            J::Object(map) => Value::map(map),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value(gotmpl::Value::String(Arc::from(s)))
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value(gotmpl::Value::String(Arc::from(s)))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(s: &String) -> Self {
+        Value::from(s.as_str())
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value(gotmpl::Value::Bool(b))
+    }
+}
+
+macro_rules! from_signed {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(n: $t) -> Self {
+                Value(gotmpl::Value::Int(i64::from(n)))
+            }
+        }
+    )*};
+}
+from_signed!(i8, i16, i32, i64);
+
+impl From<u8> for Value {
+    fn from(n: u8) -> Self {
+        Value(gotmpl::Value::Int(i64::from(n)))
+    }
+}
+
+impl From<u16> for Value {
+    fn from(n: u16) -> Self {
+        Value(gotmpl::Value::Int(i64::from(n)))
+    }
+}
+
+impl From<u32> for Value {
+    fn from(n: u32) -> Self {
+        Value(gotmpl::Value::Int(i64::from(n)))
+    }
+}
+
+/// Values up to `i64::MAX` become Go `int`s, larger ones `uint`s.
+impl From<u64> for Value {
+    fn from(n: u64) -> Self {
+        match i64::try_from(n) {
+            Ok(i) => Value(gotmpl::Value::Int(i)),
+            Err(_) => Value(gotmpl::Value::Uint(n)),
+        }
+    }
+}
+
+impl From<usize> for Value {
+    fn from(n: usize) -> Self {
+        Value::from(n as u64)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        Value(gotmpl::Value::Float(f))
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or_else(Value::nil, Into::into)
+    }
+}
+
+impl<T: Into<Value>> From<Vec<T>> for Value {
+    fn from(v: Vec<T>) -> Self {
+        Value::list(v)
+    }
+}
+
+impl<T: Into<Value>> From<BTreeMap<String, T>> for Value {
+    fn from(m: BTreeMap<String, T>) -> Self {
+        Value::map(m)
+    }
+}
+
+impl<T: Into<Value>> From<HashMap<String, T>> for Value {
+    fn from(m: HashMap<String, T>) -> Self {
+        Value::map(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_converts_recursively() {
+        let v = Value::from(serde_json::json!({"a": [1, "x", null, true, 1.5]}));
+        let list = v.get("a").expect("key a exists");
+        assert!(matches!(list.0, gotmpl::Value::List(ref l) if l.len() == 5));
+    }
+
+    #[test]
+    fn wwbool_follows_warewulf() {
+        assert_eq!(wwbool_methods(""), (false, true));
+        assert_eq!(wwbool_methods("yes"), (true, true));
+        assert_eq!(wwbool_methods("False"), (false, false));
+        assert_eq!(wwbool_methods("UNDEF"), (false, false));
+        assert_eq!(wwbool_methods("garbage"), (false, true));
+    }
+}
