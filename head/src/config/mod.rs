@@ -148,6 +148,8 @@ pub struct TftpSection {
     pub systemd_name: String,
     /// DHCP option-93 architecture (`00:07`) → iPXE binary name.
     pub ipxe: BTreeMap<String, String>,
+    /// Ironwulf: UDP port of the embedded TFTP server.
+    pub port: u16,
 }
 
 impl Default for TftpSection {
@@ -157,6 +159,7 @@ impl Default for TftpSection {
             tftproot: "/var/lib/tftpboot".into(),
             systemd_name: "tftp".into(),
             ipxe: default_ipxe(),
+            port: 69,
         }
     }
 }
@@ -342,7 +345,10 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "interfaces",
         ],
     ),
-    ("tftp", &["enabled", "tftproot", "systemd name", "ipxe"]),
+    (
+        "tftp",
+        &["enabled", "tftproot", "systemd name", "ipxe", "port"],
+    ),
     (
         "nfs",
         &["enabled", "export paths", "systemd name", "ganesha exports"],

@@ -4,6 +4,7 @@
 
 pub mod dhcp;
 pub mod ratelimit;
+pub mod tftp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,9 +56,10 @@ pub async fn run(config: Config) -> Result<()> {
             leases.active(now),
             log.display()
         );
+        // The responder reports unknown MACs only while some node is
+        // discoverable; the channel lives as long as the service.
         let (disc_tx, disc_rx) = mpsc::unbounded_channel();
-        let discovery = hosts.discovery.then_some(disc_tx);
-        let dhcp = Arc::new(Dhcp::new(settings, hosts, leases, discovery));
+        let dhcp = Arc::new(Dhcp::new(settings, hosts, leases, disc_tx));
         tracing::info!("DHCP on {}", describe(&config.dhcp.interfaces));
         let serve = Arc::clone(&dhcp);
         let interfaces = config.dhcp.interfaces.clone();
@@ -68,6 +70,17 @@ pub async fn run(config: Config) -> Result<()> {
     } else {
         None
     };
+
+    if config.tftp.enabled {
+        let roots = tftp::Roots::from_config(&config);
+        tracing::info!(
+            "TFTP on port {} from {} and {}",
+            config.tftp.port,
+            roots.ipxe.display(),
+            roots.tftp.display()
+        );
+        tasks.spawn(tftp::serve(roots, config.tftp.port, stop_rx.clone()));
+    }
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -122,7 +122,7 @@ pub struct Dhcp {
     hosts: RwLock<Arc<Hosts>>,
     leases: Mutex<LeaseTable>,
     bad_packets: Mutex<RateLimit>,
-    discovered: Option<mpsc::UnboundedSender<Mac>>,
+    discovered: mpsc::UnboundedSender<Mac>,
 }
 
 impl Dhcp {
@@ -130,7 +130,7 @@ impl Dhcp {
         settings: DhcpSettings,
         hosts: Hosts,
         leases: LeaseTable,
-        discovered: Option<mpsc::UnboundedSender<Mac>>,
+        discovered: mpsc::UnboundedSender<Mac>,
     ) -> Self {
         Self {
             settings,
@@ -174,8 +174,8 @@ impl Dhcp {
                 via_proxy_port,
             )
         };
-        if let (Some(mac), Some(tx)) = (seen.discovered, &self.discovered) {
-            let _ = tx.send(mac);
+        if let Some(mac) = seen.discovered {
+            let _ = self.discovered.send(mac);
         }
         match outcome {
             Outcome::Reply { msg, dest } => match msg.to_vec() {
