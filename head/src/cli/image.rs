@@ -79,6 +79,9 @@ fn build(store: &ImageStore, args: BuildArgs) -> Result<()> {
     }
     let mut compressions = args.compress;
     compressions.dedup();
+    if args.level.is_some() && compressions.len() > 1 {
+        bail!("--level means different things for gzip and zstd: build one compression at a time");
+    }
     let opts = BuildOptions {
         force: args.force,
         compressions,
