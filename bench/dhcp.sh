@@ -21,8 +21,10 @@ need perfdhcp kea-admin
 need dnsmasq dnsmasq-base
 need ip iproute2
 
-cargo build --release -q -p head
-WWCTL=$PWD/target/release/wwctl
+if [ -z "${WWCTL:-}" ]; then
+  cargo build --release -q -p head
+  WWCTL=$PWD/target/release/wwctl
+fi
 
 tmp=$(mktemp -d)
 SRV=iwbs$$ CLI=iwbc$$
