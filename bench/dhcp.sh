@@ -36,6 +36,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 ip netns add "$SRV"; ip netns add "$CLI"
 ip link add vs$$ netns "$SRV" type veth peer name vc$$ netns "$CLI"
@@ -76,28 +77,31 @@ paths:
 CONF
 echo 'nodes: {}' > "$tmp/ours/etc/warewulf/nodes.conf"
 
-run_ours() { # rate -> perfdhcp output
+run_ours() { # rate output-file
   rm -rf "$tmp/ours/var"
   ip netns exec "$SRV" "$WWCTL" --warewulfconf "$tmp/ours/etc/warewulf/warewulf.conf" server 2>"$tmp/ours.log" &
   local pid=$!; pids+=("$pid"); sleep 1
-  perf "$1"
-  grep VmHWM "/proc/$pid/status" 2>/dev/null || true
+  perf "$1" > "$2"
+  grep VmHWM "/proc/$pid/status" >> "$2" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
-run_dnsmasq() { # rate -> perfdhcp output
+run_dnsmasq() { # rate output-file
   rm -f "$tmp/dnsmasq.leases"
   ip netns exec "$SRV" dnsmasq --no-daemon --port=0 --no-ping --dhcp-authoritative --quiet-dhcp \
     --dhcp-lease-max=200000 --dhcp-range=10.98.1.0,10.98.255.250,2m --interface=vs$$ --bind-interfaces \
     --dhcp-leasefile="$tmp/dnsmasq.leases" --pid-file="$tmp/dnsmasq.pid" --conf-file=/dev/null 2>"$tmp/dnsmasq.log" &
   local pid=$!; pids+=("$pid"); sleep 1
-  perf "$1"
+  perf "$1" > "$2"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 echo "# perfdhcp -4 -R $CLIENTS -p $SECONDS_PER_RUN, veth between two namespaces, $(nproc) cores"
-ours_sat=$(run_ours "$OURS_RATE")
-dm_sat=$(run_dnsmasq "$DNSMASQ_RATE")
-ours_steady=$(run_ours "$STEADY_RATE")
+run_ours "$OURS_RATE" "$tmp/ours_sat.txt"
+run_dnsmasq "$DNSMASQ_RATE" "$tmp/dnsmasq_sat.txt"
+run_ours "$STEADY_RATE" "$tmp/ours_steady.txt"
+ours_sat=$(cat "$tmp/ours_sat.txt")
+dm_sat=$(cat "$tmp/dnsmasq_sat.txt")
+ours_steady=$(cat "$tmp/ours_steady.txt")
 
 o_rate=$(rate_of <<<"$ours_sat"); d_rate=$(rate_of <<<"$dm_sat")
 printf 'ironwulf saturation: %s leases/s offered %s/s (drops %s of %s sent)\n' "$o_rate" "$OURS_RATE" "$(drops_of <<<"$ours_sat")" "$(sent_of <<<"$ours_sat")"

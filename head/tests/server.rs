@@ -366,3 +366,28 @@ fn dhcp_discovery_writes_the_mac_into_nodes_conf_and_reloads() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Regression: the discovery task used to outlive the shutdown signal, so
+/// SIGTERM logged "shutting down" and the process never exited.
+#[test]
+fn sigterm_stops_every_service_and_exits_zero() {
+    let s = dhcp_site("nodes: {}\n");
+    let root = s.path();
+    let ns = Netns::new("st");
+    let mut server = start(ns.exec("env"), root);
+    // Let it bind its sockets.
+    ns.set_client_mac(STRANGER_MAC);
+    let _ = dhcp_lease(&ns, root, &[]);
+    let pid = server.0.id().to_string();
+    run("kill", &["-TERM", &pid]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM:\n{}", server_log(root));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}: {}", server_log(root));
+    assert!(server_log(root).contains("shutting down"));
+}

@@ -3,6 +3,7 @@
 //! DHCP protocol.
 
 pub mod dhcp;
+pub mod http;
 pub mod ratelimit;
 pub mod tftp;
 
@@ -65,7 +66,7 @@ pub async fn run(config: Config) -> Result<()> {
         let interfaces = config.dhcp.interfaces.clone();
         let stop = stop_rx.clone();
         tasks.spawn(async move { serve.serve(&interfaces, stop).await });
-        tasks.spawn(discover_loop(nodes_path.clone(), disc_rx));
+        tasks.spawn(discover_loop(nodes_path.clone(), disc_rx, stop_rx.clone()));
         Some(dhcp)
     } else {
         None
@@ -80,6 +81,20 @@ pub async fn run(config: Config) -> Result<()> {
             roots.tftp.display()
         );
         tasks.spawn(tftp::serve(roots, config.tftp.port, stop_rx.clone()));
+    }
+
+    let http_state = Arc::new(http::HttpState::new(&config, db.merged_all()));
+    {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], config.warewulf.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding HTTP on {addr}"))?;
+        tracing::info!("HTTP on {addr}");
+        tasks.spawn(http::serve(
+            Arc::clone(&http_state),
+            listener,
+            stop_rx.clone(),
+        ));
     }
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -109,6 +124,7 @@ pub async fn run(config: Config) -> Result<()> {
                 if let Some(dhcp) = &dhcp {
                     dhcp.set_hosts(hosts_from_nodes(&db.merged_all()));
                 }
+                http_state.set_nodes(db.merged_all());
             }
             Ok(false) => {}
             Err(e) => tracing::error!("keeping the previous nodes: {:#}", anyhow::Error::from(e)),
@@ -132,8 +148,19 @@ fn describe(interfaces: &[String]) -> String {
 
 /// Writes each MAC reported by DHCP into the first discoverable node that
 /// has no MAC on its primary network device, as Warewulf's discovery does.
-async fn discover_loop(nodes_path: PathBuf, mut rx: mpsc::UnboundedReceiver<Mac>) -> Result<()> {
-    while let Some(mac) = rx.recv().await {
+async fn discover_loop(
+    nodes_path: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Mac>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    loop {
+        let mac = tokio::select! {
+            m = rx.recv() => match m {
+                Some(mac) => mac,
+                None => return Ok(()),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
         let path = nodes_path.clone();
         let result = tokio::task::spawn_blocking(move || assign_discovered(&path, mac))
             .await
@@ -144,7 +171,6 @@ async fn discover_loop(nodes_path: PathBuf, mut rx: mpsc::UnboundedReceiver<Mac>
             Err(e) => tracing::error!("recording discovered {mac}: {:#}", anyhow::Error::from(e)),
         }
     }
-    Ok(())
 }
 
 /// The locked read-modify-write behind discovery; returns the node that got `mac`.
