@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +14,6 @@ use dhcproto::v4::Message;
 use dhcproto::{Decodable, Encodable};
 use proto::Mac;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::leases::LeaseTable;
@@ -28,6 +28,8 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(200);
 const SERVER_PORT: u16 = 67;
 const CLIENT_PORT: u16 = 68;
 const PROXY_PORT: u16 = 4011;
+/// How quickly a DHCP thread notices shutdown.
+const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// Builds the responder's settings from `warewulf.conf`.
 pub fn settings_from_config(conf: &Config) -> Result<DhcpSettings> {
@@ -204,12 +206,15 @@ impl Dhcp {
     }
 
     /// Serves until `shutdown` turns true. `interfaces` empty binds all.
+    ///
+    /// Each socket gets its own OS thread doing blocking receive → answer →
+    /// send: a DHCP exchange is microseconds of work, and a dedicated thread
+    /// avoids a reactor wake-up per packet.
     pub async fn serve(
         self: Arc<Self>,
         interfaces: &[String],
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
-        let mut tasks = tokio::task::JoinSet::new();
         let devices: Vec<Option<&str>> = if interfaces.is_empty() {
             vec![None]
         } else {
@@ -219,60 +224,67 @@ impl Dhcp {
         if self.settings.proxy {
             ports.push((PROXY_PORT, true));
         }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
         for dev in devices {
             for &(port, proxy) in &ports {
-                let sock = Arc::new(bind(dev, port)?);
+                let sock = bind(dev, port)?;
                 let this = Arc::clone(&self);
-                let mut stop = shutdown.clone();
-                tasks.spawn(async move { this.receive_loop(sock, port, proxy, &mut stop).await });
+                let stop = Arc::clone(&stop);
+                let name = format!("dhcp-{}-{port}", dev.unwrap_or("any"));
+                let thread = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || this.receive_loop(&sock, port, proxy, &stop))
+                    .context("starting a DHCP thread")?;
+                threads.push(thread);
             }
         }
-        let this = Arc::clone(&self);
-        let mut stop = shutdown.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(SYNC_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => break,
-                }
-                let result = this.leases.lock().unwrap_or_else(|e| e.into_inner()).sync();
-                if let Err(e) = result {
-                    tracing::error!("{:#}", anyhow::Error::from(e));
+        let mut tick = tokio::time::interval(SYNC_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            let result = self.leases.lock().unwrap_or_else(|e| e.into_inner()).sync();
+            if let Err(e) = result {
+                tracing::error!("{:#}", anyhow::Error::from(e));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                if t.join().is_err() {
+                    tracing::error!("a DHCP thread panicked");
                 }
             }
-            // Last sync on the way out.
-            this.leases
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .sync()
-                .map_err(anyhow::Error::from)
-        });
-        let _ = shutdown.changed().await;
-        while let Some(done) = tasks.join_next().await {
-            done.context("DHCP task panicked")??;
-        }
-        Ok(())
+        })
+        .await
+        .context("joining the DHCP threads")?;
+        // Last sync on the way out.
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync()
+            .map_err(anyhow::Error::from)
     }
 
-    async fn receive_loop(
-        &self,
-        sock: Arc<UdpSocket>,
-        port: u16,
-        via_proxy_port: bool,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
+    fn receive_loop(&self, sock: &UdpSocket, port: u16, via_proxy_port: bool, stop: &AtomicBool) {
         let mut buf = vec![0u8; 1500];
-        loop {
-            let (n, src) = tokio::select! {
-                r = sock.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("receiving on DHCP port {port}: {e}");
-                        continue;
-                    }
-                },
-                _ = stop.changed() => return Ok(()),
+        while !stop.load(Ordering::Relaxed) {
+            let (n, src) = match sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    self.log_bad(format_args!("receiving on DHCP port {port}: {e}"));
+                    continue;
+                }
             };
             let Some((reply, dest)) = self.handle(&buf[..n], via_proxy_port) else {
                 continue;
@@ -285,14 +297,14 @@ impl Dhcp {
                 }
                 Destination::Source => src,
             };
-            if let Err(e) = sock.send_to(&reply, to).await {
+            if let Err(e) = sock.send_to(&reply, to) {
                 self.log_bad(format_args!("sending a DHCP reply to {to}: {e}"));
             }
         }
     }
 }
 
-/// A UDP socket on `port`, bound to `device` when given, allowed to broadcast.
+/// A blocking UDP socket on `port`, bound to `device` when given, allowed to broadcast.
 fn bind(device: Option<&str>, port: u16) -> Result<UdpSocket> {
     let what = || {
         format!(
@@ -306,15 +318,14 @@ fn bind(device: Option<&str>, port: u16) -> Result<UdpSocket> {
     if let Some(dev) = device {
         sock.bind_device(Some(dev.as_bytes())).with_context(what)?;
     }
-    sock.set_nonblocking(true).with_context(what)?;
+    // Blocking with a short timeout, so the thread notices shutdown.
+    sock.set_read_timeout(Some(STOP_POLL)).with_context(what)?;
     // Large buffers absorb bursts of a whole rack powering on.
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
     sock.bind(&addr.into()).with_context(what)?;
-    UdpSocket::from_std(sock.into())
-        .map_err(|e: io::Error| e)
-        .with_context(what)
+    Ok(sock.into())
 }
 
 fn unix_now() -> u64 {
