@@ -11,6 +11,7 @@ mod fsutil;
 mod image;
 mod logging;
 mod nodedb;
+mod overlay;
 mod serve;
 
 fn main() -> ExitCode {

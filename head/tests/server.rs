@@ -385,7 +385,11 @@ fn sigterm_stops_every_service_and_exits_zero() {
         if let Some(status) = server.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "still running after SIGTERM:\n{}", server_log(root));
+        assert!(
+            Instant::now() < deadline,
+            "still running after SIGTERM:\n{}",
+            server_log(root)
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status}: {}", server_log(root));

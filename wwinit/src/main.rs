@@ -1,28 +1,28 @@
-//! `wwinit`: PID 1 of a node's initramfs. Not implemented yet (issue 05); this
-//! build answers `--help` and otherwise refuses to run.
-
-use std::process::ExitCode;
+//! `wwinit`: PID 1 of a node's initramfs. Thin: answers `--help`/`--version`,
+//! refuses to run as anything but PID 1, then hands over to [`wwinit::run_pid1`].
 
 const USAGE: &str = "\
 wwinit: PID 1 for Ironwulf nodes (builds the root file system, execs init)
 
 usage: wwinit [--help] [--version]
 
-Booting arrives with issue 05; this build only answers --help.";
+Runs only as PID 1 (the kernel's /init). Settings: /warewulf/wwinit.conf and
+wwinit.* kernel parameters; see docs/wwinit.md and docs/kernel-cmdline.md.";
 
-fn main() -> ExitCode {
+fn main() -> ! {
     match std::env::args().nth(1).as_deref() {
         Some("-h" | "--help") => {
             println!("{USAGE}");
-            ExitCode::SUCCESS
+            std::process::exit(0)
         }
         Some("-V" | "--version") => {
             println!("wwinit (ironwulf) {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            std::process::exit(0)
         }
-        _ => {
-            eprintln!("wwinit: booting is not implemented in this build");
-            ExitCode::from(2)
+        _ if std::process::id() != 1 => {
+            eprintln!("wwinit: not PID 1; refusing to touch this system (try --help)");
+            std::process::exit(2)
         }
+        _ => wwinit::run_pid1(),
     }
 }

@@ -8,9 +8,11 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
 
+pub mod configure;
 pub mod image;
 pub mod node;
 pub mod output;
+pub mod overlay;
 pub mod profile;
 pub mod server;
 
@@ -36,11 +38,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Set up head services from warewulf.conf (ssh, hostfile, nfs).
+    Configure(configure::ConfigureArgs),
     /// Manage node images.
     #[command(visible_alias = "container", alias = "vnfs")]
     Image(image::ImageArgs),
     /// Manage nodes.
     Node(node::NodeArgs),
+    /// Manage overlays and build node overlay images.
+    Overlay(overlay::OverlayArgs),
     /// Manage node profiles.
     Profile(profile::ProfileArgs),
     /// Run the provisioning server (DHCP) in the foreground.
@@ -63,8 +69,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.warewulfconf)?;
     let ctx = Context { config };
     match cli.command {
+        Command::Configure(args) => configure::run(&ctx, args),
         Command::Image(args) => image::run(&ctx, args),
         Command::Node(args) => node::run(&ctx, args),
+        Command::Overlay(args) => overlay::run(&ctx, args),
         Command::Profile(args) => profile::run(&ctx, args),
         Command::Server(args) => server::run(&ctx, args),
         Command::Version => unreachable!("handled above"),

@@ -61,10 +61,17 @@ pub struct FileRange {
     pub len: u64,
 }
 
-/// Content digests of files without a recorded one, by file identity.
+/// A file's identity: (device, inode).
+type FileId = (u64, u64);
+/// What a cached digest is valid for: (mtime s, mtime ns, size), and the digest.
+type Stamped = (i64, i64, u64, String);
+
+/// Content digests of files without a recorded one, by file identity. Each
+/// file has its own slot, so concurrent first requests hash it once while
+/// the others wait.
 #[derive(Default)]
 pub struct DigestCache {
-    map: Mutex<HashMap<(u64, u64), (i64, i64, u64, String)>>,
+    map: Mutex<HashMap<FileId, Arc<Mutex<Option<Stamped>>>>>,
 }
 
 impl DigestCache {
@@ -72,13 +79,18 @@ impl DigestCache {
     fn digest(&self, file: &File, meta: &Metadata) -> io::Result<String> {
         let key = (meta.dev(), meta.ino());
         let stamp = (meta.mtime(), meta.mtime_nsec(), meta.len());
-        {
-            let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((s, ns, len, digest)) = map.get(&key)
-                && (*s, *ns, *len) == stamp
-            {
-                return Ok(digest.clone());
+        let slot = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= DIGEST_CACHE_MAX && !map.contains_key(&key) {
+                map.clear();
             }
+            Arc::clone(map.entry(key).or_default())
+        };
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, ns, len, digest)) = &*slot
+            && (*s, *ns, *len) == stamp
+        {
+            return Ok(digest.clone());
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; HASH_CHUNK];
@@ -92,11 +104,7 @@ impl DigestCache {
             pos += n as u64;
         }
         let digest = hex::encode(hasher.finalize());
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= DIGEST_CACHE_MAX {
-            map.clear();
-        }
-        map.insert(key, (stamp.0, stamp.1, stamp.2, digest.clone()));
+        *slot = Some((stamp.0, stamp.1, stamp.2, digest.clone()));
         Ok(digest)
     }
 }
@@ -113,9 +121,22 @@ pub async fn resolve(
         None => COMPRESSIONS.to_vec(),
         Some(c) => match COMPRESSIONS.iter().find(|x| **x == c) {
             Some(x) => vec![*x],
-            None => return Err(HttpError::bad_request(format!("unsupported compression {c:?} (gz or zst)"))),
+            None => {
+                return Err(HttpError::bad_request(format!(
+                    "unsupported compression {c:?} (gz or zst)"
+                )));
+            }
         },
     };
+    if matches!(stage, Stage::System | Stage::Runtime)
+        && state.config.warewulf.autobuild_overlays
+        && safe_relative(&node.id)
+    {
+        state
+            .autobuild
+            .ensure(&state.config, &node.id, exts[0])
+            .await;
+    }
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || match stage {
         Stage::Image => image(&state, &node, &exts),
@@ -132,13 +153,18 @@ pub async fn resolve(
 /// Opens `/efiboot/<file>` under `paths: ipxesource`.
 pub async fn efiboot(state: &Arc<HttpState>, file: &str) -> Result<Found, HttpError> {
     if !safe_relative(file) {
-        return Err(HttpError::bad_request(format!("invalid efiboot file name {file:?}")));
+        return Err(HttpError::bad_request(format!(
+            "invalid efiboot file name {file:?}"
+        )));
     }
     let path = state.config.paths.ipxesource.join(file);
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
         let Some((f, meta)) = open_regular(&path, false)? else {
-            return Err(HttpError::not_found(format!("{} not found", path.display())));
+            return Err(HttpError::not_found(format!(
+                "{} not found",
+                path.display()
+            )));
         };
         let etag = digest(&state, &f, &meta)?;
         Ok(found(f, &meta, etag, &path))
@@ -184,18 +210,36 @@ fn image(state: &HttpState, node: &MergedNode, exts: &[&str]) -> Result<Found, H
     )))
 }
 
-fn overlay(state: &HttpState, node: &MergedNode, which: &str, exts: &[&str]) -> Result<Found, HttpError> {
+fn overlay(
+    state: &HttpState,
+    node: &MergedNode,
+    which: &str,
+    exts: &[&str],
+) -> Result<Found, HttpError> {
     if !safe_relative(&node.id) {
-        return Err(HttpError::internal(format!("node name {:?} is not file-safe", node.id)));
+        return Err(HttpError::internal(format!(
+            "node name {:?} is not file-safe",
+            node.id
+        )));
     }
-    let dir = state.config.paths.wwprovisiondir.join("overlays").join(&node.id);
+    let dir = state
+        .config
+        .paths
+        .wwprovisiondir
+        .join("overlays")
+        .join(&node.id);
     for ext in exts {
         let link = dir.join(format!("{which}.img.{ext}"));
         // Resolve the pointer once; the blob it names is immutable.
         let path = match std::fs::canonicalize(&link) {
             Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(HttpError::internal(format!("resolving {}: {e}", link.display()))),
+            Err(e) => {
+                return Err(HttpError::internal(format!(
+                    "resolving {}: {e}",
+                    link.display()
+                )));
+            }
         };
         let Some((f, meta)) = open_regular(&path, false)? else {
             continue;
@@ -208,7 +252,11 @@ fn overlay(state: &HttpState, node: &MergedNode, which: &str, exts: &[&str]) -> 
         out.name = format!("{which}.img.{ext}");
         return Ok(out);
     }
-    let kind = if which == "__SYSTEM__" { "system" } else { "runtime" };
+    let kind = if which == "__SYSTEM__" {
+        "system"
+    } else {
+        "runtime"
+    };
     Err(HttpError::not_found(format!(
         "{kind} overlay of node {} is not built: run `wwctl overlay build {}`",
         node.id, node.id
@@ -223,7 +271,8 @@ fn blob_digest(path: &Path) -> Option<String> {
     }
     let name = path.file_name()?.to_str()?;
     let hex = name.split('.').next()?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
 }
 
 fn initramfs(state: &HttpState, node: &MergedNode) -> Result<Found, HttpError> {
@@ -234,7 +283,9 @@ fn initramfs(state: &HttpState, node: &MergedNode) -> Result<Found, HttpError> {
         )));
     };
     if !safe_relative(&kver) {
-        return Err(HttpError::not_found(format!("kernel version {kver:?} is not file-safe")));
+        return Err(HttpError::not_found(format!(
+            "kernel version {kver:?} is not file-safe"
+        )));
     }
     let path = state
         .config
@@ -293,7 +344,9 @@ fn kernel_path(state: &HttpState, node: &MergedNode) -> Result<(PathBuf, String)
                 Some(p) => p,
                 None => kernel::default_kernel(&kernel::find(&rootfs))
                     .map(|k| k.path.clone())
-                    .ok_or_else(|| HttpError::not_found(format!("no kernel found in image {name}")))?,
+                    .ok_or_else(|| {
+                        HttpError::not_found(format!("no kernel found in image {name}"))
+                    })?,
             }
         }
     };
@@ -323,7 +376,10 @@ pub fn kernel_version(state: &HttpState, node: &MergedNode) -> Option<String> {
     }
     let kernels = kernel::find(&store.rootfs(name));
     match wanted {
-        Some(p) => kernels.into_iter().find(|k| k.path == p).and_then(|k| k.version),
+        Some(p) => kernels
+            .into_iter()
+            .find(|k| k.path == p)
+            .and_then(|k| k.version),
         None => kernel::default_kernel(&kernels).and_then(|k| k.version.clone()),
     }
 }
@@ -333,7 +389,10 @@ fn kernel_file(state: &HttpState, node: &MergedNode) -> Result<Found, HttpError>
     let path = resolve_in_root(&rootfs, &inside)
         .map_err(|e| HttpError::not_found(format!("kernel {inside} of node {}: {e}", node.id)))?;
     let Some((f, meta)) = open_regular(&path, true)? else {
-        return Err(HttpError::not_found(format!("kernel {} not found", path.display())));
+        return Err(HttpError::not_found(format!(
+            "kernel {} not found",
+            path.display()
+        )));
     };
     let etag = digest(state, &f, &meta)?;
     Ok(found(f, &meta, etag, &path))
@@ -396,7 +455,12 @@ fn open_regular(path: &Path, nofollow: bool) -> Result<Option<(File, Metadata)>,
     let f = match opts.open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(HttpError::internal(format!("opening {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(HttpError::internal(format!(
+                "opening {}: {e}",
+                path.display()
+            )));
+        }
     };
     let meta = f
         .metadata()
@@ -484,9 +548,9 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeSpec {
 
 /// True when an `If-None-Match` value lists `etag` (quoted) or is `*`.
 fn etag_matches(list: &str, etag: &str) -> bool {
-    list.split(',').map(str::trim).any(|t| {
-        t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
-    })
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 /// Answers a GET or HEAD for an opened artifact: `304`, `206`, `416` or
@@ -533,7 +597,10 @@ pub fn respond(found: Found, method: &Method, headers: &HeaderMap) -> (Response,
         }
     };
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp.extensions_mut().insert(FileRange {
         file: Arc::clone(&found.file),
@@ -636,7 +703,15 @@ mod unit {
     fn relative_names() {
         assert!(safe_relative("ipxe-snponly-x86_64.efi"));
         assert!(safe_relative("arm64-efi/snponly.efi"));
-        for bad in ["", "../etc/passwd", "a/../b", "/etc/passwd", ".hidden", "a//b", "a b"] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/../b",
+            "/etc/passwd",
+            ".hidden",
+            "a//b",
+            "a b",
+        ] {
             assert!(!safe_relative(bad), "{bad}");
         }
     }
@@ -649,7 +724,13 @@ mod unit {
         std::fs::write(root.join("boot/vmlinuz-1"), b"k").unwrap();
         std::os::unix::fs::symlink("/boot/vmlinuz-1", root.join("boot/abs")).unwrap();
         std::os::unix::fs::symlink("../../../../etc/hostname", root.join("boot/escape")).unwrap();
-        assert_eq!(resolve_in_root(root, "/boot/abs").unwrap(), root.join("boot/vmlinuz-1"));
-        assert_eq!(resolve_in_root(root, "/boot/escape").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            resolve_in_root(root, "/boot/abs").unwrap(),
+            root.join("boot/vmlinuz-1")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/boot/escape").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }

@@ -25,7 +25,11 @@ pub fn unconfigured(state: &HttpState, mac: Option<Mac>) -> Result<Response, Htt
 }
 
 /// The node's own script, from its `ipxe template` (default `default`).
-pub fn script(state: &HttpState, node: &MergedNode, mac: Option<Mac>) -> Result<Response, HttpError> {
+pub fn script(
+    state: &HttpState,
+    node: &MergedNode,
+    mac: Option<Mac>,
+) -> Result<Response, HttpError> {
     let name = node
         .conf
         .ipxe
@@ -59,7 +63,10 @@ fn render(state: &HttpState, name: &str, data: &Value) -> Result<Response, HttpE
             }
         },
         Err(e) => {
-            return Err(HttpError::internal(format!("reading {}: {e}", path.display())));
+            return Err(HttpError::internal(format!(
+                "reading {}: {e}",
+                path.display()
+            )));
         }
     };
     let tmpl = Template::parse(&format!("{name}.ipxe"), &source)
@@ -125,7 +132,12 @@ fn variables(
         .field("Id", id)
         .field("Cluster", field(c.and_then(|c| c.cluster_name.as_ref())))
         .field("ImageName", field(c.and_then(|c| c.image_name.as_ref())))
-        .field("ContainerName", field(c.and_then(|c| c.image_name.as_ref())))
+        .field(
+            "ContainerName",
+            field(c.and_then(|c| c.image_name.as_ref())),
+        )
+        // Older (Warewulf 4.4/4.5) templates still name this one.
+        .field("KernelOverride", "")
         .field("Ipxe", if node.is_some() { template } else { "" })
         .field("Hwaddr", hwaddr)
         .field("Ipaddr", ipaddr)
@@ -134,7 +146,10 @@ fn variables(
         .field("Authority", authority)
         .field("KernelArgs", args)
         .field("KernelVersion", kernel_version)
-        .field("Root", root.unwrap_or(if node.is_some() { "initramfs" } else { "" }))
+        .field(
+            "Root",
+            root.unwrap_or(if node.is_some() { "initramfs" } else { "" }),
+        )
         .field("TLS", conf.warewulf.tls)
         .field("Tags", tags)
         .field("NetDevs", Value::map(netdevs))
@@ -153,7 +168,10 @@ fn netdev(name: &str, nd: &NetDev, primary: bool) -> Value {
     Value::object()
         .field("Id", name)
         .field("Type", s(&nd.kind))
-        .field("OnBoot", Value::wwbool(nd.onboot.as_deref().unwrap_or_default()))
+        .field(
+            "OnBoot",
+            Value::wwbool(nd.onboot.as_deref().unwrap_or_default()),
+        )
         .field("Device", s(&nd.device))
         .field("Hwaddr", s(&nd.hwaddr))
         .field("Ipaddr", s(&nd.ipaddr))

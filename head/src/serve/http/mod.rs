@@ -7,12 +7,14 @@
 //!   every request to the router and sends file bodies with `sendfile(2)`;
 //! - `identity`: `wwid` from the path, the query or the neighbour table;
 //! - `ipxe`: rendering `<sysconfdir>/warewulf/ipxe/<template>.ipxe`;
-//! - `status`: the per-node boot timeline behind `GET /status`.
+//! - `status`: the per-node boot timeline behind `GET /status`;
+//! - `autobuild`: stale overlays rebuilt on request (`autobuild overlays`).
 //!
 //! Nodes are swapped in whole by [`HttpState::set_nodes`] when `nodes.conf`
 //! changes; a request sees either the old or the new set, never a mix.
 
 mod artifact;
+mod autobuild;
 mod conn;
 mod identity;
 mod ipxe;
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, Query, RawPathParams, State};
+use axum::extract::{FromRequestParts, Query, RawPathParams, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -114,10 +116,11 @@ impl Nodes {
 
 /// Everything the HTTP service needs; shared by all connections.
 pub struct HttpState {
-    config: Config,
+    config: Arc<Config>,
     nodes: RwLock<Arc<Nodes>>,
     status: status::StatusTable,
     digests: artifact::DigestCache,
+    autobuild: Arc<autobuild::Autobuild>,
     /// The kernel's IPv4 neighbour table, for requests that carry no `wwid`.
     arp_table: PathBuf,
     /// Node traffic (unknown nodes, bad keys) is logged at a bounded rate.
@@ -127,10 +130,11 @@ pub struct HttpState {
 impl HttpState {
     pub fn new(config: &Config, nodes: Vec<MergedNode>) -> Self {
         Self {
-            config: config.clone(),
+            config: Arc::new(config.clone()),
             nodes: RwLock::new(Arc::new(Nodes::new(nodes))),
             status: status::StatusTable::default(),
             digests: artifact::DigestCache::default(),
+            autobuild: Arc::default(),
             arp_table: PathBuf::from(identity::PROC_NET_ARP),
             log_limit: Mutex::new(RateLimit::new(20, Duration::from_secs(10))),
         }
@@ -204,6 +208,12 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// Request extension: the client's address and port, set by the connection
+/// loop (tests set it by hand). Needed for the `secure` port rule and the
+/// neighbour-table lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
 /// What every node route reads from a request.
 struct NodeRequest {
     method: Method,
@@ -216,7 +226,10 @@ struct NodeRequest {
 
 impl NodeRequest {
     fn param(&self, name: &str) -> Option<&str> {
-        self.query.get(name).map(String::as_str).filter(|s| !s.is_empty())
+        self.query
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     fn asset_key(&self) -> Option<&str> {
@@ -249,10 +262,7 @@ impl FromRequestParts<Arc<HttpState>> for NodeRequest {
                 .map(|(_, v)| v.to_owned()),
             Err(_) => None,
         };
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+        let peer = parts.extensions.get::<Peer>().map(|p| p.0);
         Ok(Self {
             method: parts.method.clone(),
             headers: parts.headers.clone(),
@@ -274,7 +284,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
         ("runtime", Stage::Runtime),
         ("initramfs", Stage::Initramfs),
     ] {
-        let handler = move |st: State<Arc<HttpState>>, req: NodeRequest| stage_route(st, req, stage);
+        let handler =
+            move |st: State<Arc<HttpState>>, req: NodeRequest| stage_route(st, req, stage);
         r = r
             .route(&format!("/{prefix}"), get(handler))
             .route(&format!("/{prefix}/{{wwid}}"), get(handler));
@@ -297,7 +308,11 @@ async fn provision_route(st: State<Arc<HttpState>>, req: NodeRequest) -> Respons
     stage_route(st, req, stage).await
 }
 
-async fn stage_route(State(state): State<Arc<HttpState>>, req: NodeRequest, stage: Stage) -> Response {
+async fn stage_route(
+    State(state): State<Arc<HttpState>>,
+    req: NodeRequest,
+    stage: Stage,
+) -> Response {
     match answer_stage(&state, &req, stage).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
@@ -306,7 +321,11 @@ async fn stage_route(State(state): State<Arc<HttpState>>, req: NodeRequest, stag
 
 /// Finds the node, enforces the asset key and the `secure` port rule, then
 /// answers one stage.
-async fn answer_stage(state: &Arc<HttpState>, req: &NodeRequest, stage: Stage) -> Result<Response, HttpError> {
+async fn answer_stage(
+    state: &Arc<HttpState>,
+    req: &NodeRequest,
+    stage: Stage,
+) -> Result<Response, HttpError> {
     let mac = identity::wwid(req, &state.arp_table)?;
     let nodes = state.nodes();
     let Some(node) = mac.and_then(|m| nodes.by_mac.get(&m)).cloned() else {
@@ -323,7 +342,11 @@ async fn answer_stage(state: &Arc<HttpState>, req: &NodeRequest, stage: Stage) -
             Some(p) if p.port() < 1024 => {}
             _ => {
                 state.warn_rate_limited(|| {
-                    format!("node {}: runtime overlay refused to unprivileged port of {}", node.id, req.peer_ip())
+                    format!(
+                        "node {}: runtime overlay refused to unprivileged port of {}",
+                        node.id,
+                        req.peer_ip()
+                    )
                 });
                 return Err(HttpError::forbidden(
                     "secure mode: the runtime overlay is served to privileged ports only",
@@ -338,7 +361,13 @@ async fn answer_stage(state: &Arc<HttpState>, req: &NodeRequest, stage: Stage) -
             .record(&node.id, stage.status_name(), "ipxe", &req.peer_ip(), 0);
         resp
     } else {
-        let found = artifact::resolve(state, &node, stage, req.param(proto::QUERY_COMPRESS)).await?;
+        let found = artifact::resolve(
+            state,
+            Arc::clone(&node),
+            stage,
+            req.param(proto::QUERY_COMPRESS),
+        )
+        .await?;
         let name = found.name.clone();
         let (resp, bytes) = artifact::respond(found, &req.method, &req.headers);
         state
@@ -349,7 +378,11 @@ async fn answer_stage(state: &Arc<HttpState>, req: &NodeRequest, stage: Stage) -
     Ok(resp)
 }
 
-fn check_asset_key(state: &HttpState, node: &MergedNode, req: &NodeRequest) -> Result<(), HttpError> {
+fn check_asset_key(
+    state: &HttpState,
+    node: &MergedNode,
+    req: &NodeRequest,
+) -> Result<(), HttpError> {
     let Some(want) = node.conf.asset_key.as_deref().filter(|k| !k.is_empty()) else {
         return Ok(());
     };
@@ -395,16 +428,16 @@ async fn status_route(State(state): State<Arc<HttpState>>) -> Response {
     let mut ids: Vec<&str> = nodes.by_id.keys().map(String::as_str).collect();
     ids.sort_unstable();
     let body = state.status.to_json(&ids);
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `POST /status/{wwid}` with `{"stage": "...", "detail": "..."}`: a node
 /// reports how far it got.
-async fn report_route(State(state): State<Arc<HttpState>>, req: NodeRequest, body: Bytes) -> Response {
+async fn report_route(
+    State(state): State<Arc<HttpState>>,
+    req: NodeRequest,
+    body: Bytes,
+) -> Response {
     match report(&state, &req, &body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
@@ -413,7 +446,10 @@ async fn report_route(State(state): State<Arc<HttpState>>, req: NodeRequest, bod
 
 fn report(state: &HttpState, req: &NodeRequest, body: &[u8]) -> Result<(), HttpError> {
     if body.len() > STATUS_BODY_LIMIT {
-        return Err(HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "status report too large"));
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "status report too large",
+        ));
     }
     let mac = identity::wwid(req, &state.arp_table)?;
     let nodes = state.nodes();

@@ -1,0 +1,1039 @@
+//! `wwctl overlay build`: per-node system and runtime images.
+//!
+//! A run:
+//! 1. loads `nodes.conf`, hashes every node's merged settings and the site
+//!    configuration, and reads and parses each overlay in use once;
+//! 2. renders every node-independent template once (see `deps`) and hashes
+//!    the result (or its inputs, when it prints the build time);
+//! 3. computes each image's input hash (overlay contents, shared renders,
+//!    node, site, and the node list when a node-specific template reads
+//!    `AllNodes`) and skips images whose recorded hash and `Include`d file
+//!    stamps are unchanged, without rendering;
+//! 4. builds the rest on `workers` threads. An image is two concatenated
+//!    compressed newc members (the kernel and wwclient unpack both): the
+//!    *shared* member (static files and shared renders of that overlay
+//!    list, built once per run) and the node's own member. The bytes go to
+//!    `blobs/sha256/<digest>` unless that blob exists;
+//! 5. syncs the blobs with one `syncfs`, then swaps the per-node pointers
+//!    (`overlays/<node>/__SYSTEM__.img.gz` → `../../blobs/sha256/<digest>`,
+//!    symlink renamed into place), writes the index
+//!    (`overlays/.index.json`: per node and image the input hash, blob
+//!    digests and files read with their stamps) and deletes blobs no node
+//!    refers to any more.
+//!
+//! A node whose templates fail keeps its previous images; every error is
+//! collected and reported, naming node, overlay, file and position.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
+use initramfs::compress::Compression;
+use initramfs::newc::{Header, Writer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wwtemplate::RenderEnv;
+
+use super::data::{NodeData, Site};
+use super::render::{FileKind, Prepared, RenderedFile, merge_into};
+use super::store::OverlayStore;
+use crate::config::Config;
+use crate::image::ImageStore;
+use crate::nodedb::merge::clean_list;
+use crate::nodedb::{MergedNode, NodeDb};
+
+/// Default system overlays of a node that names none.
+pub const DEFAULT_SYSTEM: &[&str] = &[
+    "wwinit",
+    "wwclient",
+    "hosts",
+    "fstab",
+    "hostname",
+    "ssh.host_keys",
+    "issue",
+    "resolv",
+    "udev.netname",
+    "systemd.netname",
+    "ifcfg",
+    "ifupdown",
+    "NetworkManager",
+    "wicked",
+    "ignition",
+];
+
+/// Default runtime overlays of a node that names none.
+pub const DEFAULT_RUNTIME: &[&str] = &["hosts", "ssh.authorized_keys"];
+
+/// Bumped whenever the image format or the hash inputs change.
+const FORMAT: &str = "ironwulf-overlay-1";
+
+/// Mode of blobs: they hold secrets (keys, passwords).
+const BLOB_MODE: u32 = 0o600;
+
+/// Up to this many new blobs (or changed nodes) are fsynced one by one;
+/// beyond it one `syncfs` is cheaper.
+const FSYNC_MAX: usize = 64;
+
+/// gzip level of overlay images.
+const GZIP_LEVEL: u32 = 6;
+/// zstd level of overlay images.
+const ZSTD_LEVEL: i32 = 3;
+
+/// The two images of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ImageKind {
+    System,
+    Runtime,
+}
+
+impl ImageKind {
+    pub const ALL: [ImageKind; 2] = [ImageKind::System, ImageKind::Runtime];
+
+    /// Warewulf's file stem.
+    pub fn stem(self) -> &'static str {
+        match self {
+            ImageKind::System => "__SYSTEM__",
+            ImageKind::Runtime => "__RUNTIME__",
+        }
+    }
+
+    /// The overlay names of this image for `node` (defaults when unset).
+    pub fn overlays(self, node: &MergedNode) -> Vec<String> {
+        let (list, default) = match self {
+            ImageKind::System => (&node.conf.system_overlay, DEFAULT_SYSTEM),
+            ImageKind::Runtime => (&node.conf.runtime_overlay, DEFAULT_RUNTIME),
+        };
+        let list = clean_list(list.as_deref().unwrap_or(&[]));
+        if list.is_empty() {
+            default.iter().map(|s| s.to_string()).collect()
+        } else {
+            list
+        }
+    }
+}
+
+/// Where built images live under `<wwprovisiondir>`.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            root: config.paths.wwprovisiondir.clone(),
+        }
+    }
+
+    /// `blobs/sha256`.
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    /// `overlays/<node>`.
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.root.join("overlays").join(node)
+    }
+
+    /// `overlays/<node>/__SYSTEM__.img.gz` and friends.
+    pub fn pointer(&self, node: &str, kind: ImageKind, c: Compression) -> PathBuf {
+        self.node_dir(node)
+            .join(format!("{}.img.{}", kind.stem(), c.extension()))
+    }
+
+    fn index(&self) -> PathBuf {
+        self.root.join("overlays").join(".index.json")
+    }
+
+    fn lock(&self) -> PathBuf {
+        self.root.join("overlays").join(".lock")
+    }
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Nodes to build; empty means every node (and stale nodes are removed).
+    pub nodes: Vec<String>,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    /// Compressions to produce (gzip and/or zstd).
+    pub compressions: Vec<Compression>,
+    /// Rebuild even when nothing changed.
+    pub force: bool,
+}
+
+/// What a build did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BuildReport {
+    /// Nodes with at least one image rebuilt.
+    pub nodes_built: usize,
+    /// Images (system or runtime) rebuilt.
+    pub images_built: usize,
+    /// Images left as they were.
+    pub images_unchanged: usize,
+    /// New blobs written.
+    pub blobs_written: usize,
+    /// Blobs deleted because nothing refers to them.
+    pub blobs_removed: usize,
+    /// Every failure, one line each.
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Index {
+    format: String,
+    nodes: BTreeMap<String, NodeRecord>,
+    /// Shared renders by `overlay\0source`.
+    #[serde(default)]
+    shared: BTreeMap<String, SharedRecord>,
+}
+
+/// The record of one shared (node-independent) render.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SharedRecord {
+    /// Hash of its inputs.
+    key: String,
+    /// Hash of its output (or of its inputs when it prints the build time).
+    canon: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    files_read: Vec<FileStamp>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct NodeRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system: Option<ImageRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runtime: Option<ImageRecord>,
+}
+
+impl NodeRecord {
+    fn get(&self, kind: ImageKind) -> Option<&ImageRecord> {
+        match kind {
+            ImageKind::System => self.system.as_ref(),
+            ImageKind::Runtime => self.runtime.as_ref(),
+        }
+    }
+
+    fn set(&mut self, kind: ImageKind, rec: ImageRecord) {
+        match kind {
+            ImageKind::System => self.system = Some(rec),
+            ImageKind::Runtime => self.runtime = Some(rec),
+        }
+    }
+
+    fn digests(&self) -> impl Iterator<Item = &String> {
+        self.system
+            .iter()
+            .chain(self.runtime.iter())
+            .flat_map(|r| r.blobs.values())
+    }
+}
+
+/// The record of one built image.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ImageRecord {
+    /// Input hash the image was built from.
+    input: String,
+    /// Extension (`gz`, `zst`) → blob digest.
+    blobs: BTreeMap<String, String>,
+    /// Host files read by templates, with their stamps at build time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    files_read: Vec<FileStamp>,
+    /// Unix time of the build.
+    built: u64,
+}
+
+/// Identity of a file version.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct FileStamp {
+    path: String,
+    /// `None`: the file did not exist.
+    stamp: Option<(i64, i64, u64, u64)>,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> FileStamp {
+        let stamp = fs::metadata(path)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino()));
+        FileStamp {
+            path: path.to_string_lossy().into_owned(),
+            stamp,
+        }
+    }
+}
+
+/// An overlay prepared for this run, with its shared renders.
+struct OverlayRun {
+    prep: Arc<Prepared>,
+    /// Per template: the shared render (node-independent templates only),
+    /// done now or, when its recorded inputs are unchanged, on first use.
+    shared: Vec<Option<OnceLock<Result<Vec<RenderedFile>, String>>>>,
+    /// Digest of the overlay and its shared renders (or their inputs).
+    digest: [u8; 32],
+    /// A node-specific template of this overlay reads `AllNodes`.
+    node_uses_all: bool,
+}
+
+/// The shared member of one overlay list.
+struct SharedMember {
+    paths: HashSet<String>,
+    /// Compressed bytes per requested compression (same order).
+    members: Vec<Vec<u8>>,
+    /// Failures of the shared renders (reported for every node using them).
+    errors: Vec<String>,
+}
+
+/// Everything workers share.
+struct Run<'a> {
+    site: Site,
+    env: RenderEnv,
+    overlays: HashMap<String, Result<OverlayRun, String>>,
+    shared: Mutex<HashMap<Vec<String>, Arc<OnceLock<SharedMember>>>>,
+    compressions: &'a [Compression],
+    blobs: PathBuf,
+    blobs_written: AtomicUsize,
+    /// Few images to build: fsync each blob instead of one syncfs.
+    fsync_each: bool,
+}
+
+/// One image to build.
+struct Job {
+    node: usize,
+    kinds: Vec<(ImageKind, Vec<String>, String)>,
+}
+
+/// What a worker produced for one node.
+struct Built {
+    node: usize,
+    images: Vec<(ImageKind, ImageRecord)>,
+    errors: Vec<String>,
+}
+
+fn hex32(d: &[u8; 32]) -> String {
+    hex::encode(d)
+}
+
+/// The render environment of a site (file roots, images for `IncludeFrom`).
+pub fn render_env(config: &Config) -> RenderEnv {
+    let images = ImageStore::new(&config.paths);
+    RenderEnv::new()
+        .with_sysconfdir(config.paths.sysconfdir.to_string_lossy().into_owned())
+        .with_images(move |name: &str| {
+            let p = images.rootfs(name);
+            p.is_dir().then_some(p)
+        })
+        .with_ignition(|root| {
+            root.get(super::data::IGNITION_FIELD)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+}
+
+/// Loads `nodes.conf` merged with profiles.
+pub fn load_nodes(config: &Config) -> Result<Vec<MergedNode>> {
+    let path = config.nodes_conf();
+    let db = NodeDb::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    Ok(db.merged_all())
+}
+
+/// Hash of everything site-wide a template can see besides the nodes.
+fn site_hash(config: &Config) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    h.update(FORMAT);
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(serde_json::to_vec(config).context("hashing the configuration")?);
+    if let Ok(host) = nix::unistd::gethostname() {
+        h.update(host.to_string_lossy().as_bytes());
+    }
+    Ok(h.finalize().into())
+}
+
+fn node_hashes(nodes: &[MergedNode], workers: usize) -> Vec<[u8; 32]> {
+    let chunk = nodes.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|n| {
+                            let mut h = Sha256::new();
+                            h.update(n.id.as_bytes());
+                            h.update([0]);
+                            h.update(serde_json::to_vec(&n.conf).unwrap_or_default());
+                            h.finalize().into()
+                        })
+                        .collect::<Vec<[u8; 32]>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("hashing does not panic"))
+            .collect()
+    })
+}
+
+/// Reads and parses one overlay and settles its shared renders: a template
+/// whose recorded inputs (source, site, node list, files read) are unchanged
+/// keeps its recorded output digest and is rendered only if an image needs
+/// it; the others are rendered now and their output hashed, so a node change
+/// that leaves e.g. `/etc/hosts` as it was rebuilds no other node.
+fn prepare(
+    store: &OverlayStore,
+    name: &str,
+    ctx: &PrepareCtx<'_>,
+    records: &mut BTreeMap<String, SharedRecord>,
+) -> Result<OverlayRun, String> {
+    let dir = store
+        .find(name)
+        .ok_or_else(|| format!("overlay {name} does not exist"))?;
+    let prep = Arc::new(Prepared::load(dir)?);
+    let mut h = Sha256::new();
+    h.update(prep.digest);
+    let mut shared = Vec::with_capacity(prep.templates.len());
+    let mut node_uses_all = false;
+    for t in &prep.templates {
+        if !t.refs.node_independent() || t.parsed.is_err() {
+            node_uses_all |= t.refs.uses_all_nodes();
+            shared.push(None);
+            continue;
+        }
+        let mut kh = Sha256::new();
+        kh.update(t.digest);
+        kh.update(ctx.site_hash);
+        if t.refs.uses_all_nodes() {
+            kh.update(ctx.all_hash);
+        }
+        let key = hex::encode(kh.finalize());
+        let id = format!("{name}\0{}", t.source);
+        h.update(t.source.as_bytes());
+        let cell = OnceLock::new();
+        let cached = records.get(&id).filter(|r| {
+            r.key == key && r.files_read.iter().all(|f| FileStamp::of(Path::new(&f.path)) == *f)
+        });
+        let canon = match cached {
+            Some(r) => r.canon.clone(),
+            None => {
+                let data = ctx.site.shared_data(name, &t.host_path);
+                let result = prep.render_template(t, &data, ctx.env);
+                let mut ch = Sha256::new();
+                let mut files_read = Vec::new();
+                match &result {
+                    Ok((files, read)) => {
+                        if t.refs.uses_build_time() {
+                            // The output carries this run's time: its inputs stand for it.
+                            ch.update(key.as_bytes());
+                        } else {
+                            for f in files {
+                                hash_file(&mut ch, f);
+                            }
+                        }
+                        files_read = read.iter().map(|p| FileStamp::of(p)).collect();
+                        for st in &files_read {
+                            ch.update(serde_json::to_vec(st).unwrap_or_default());
+                        }
+                    }
+                    Err(e) => ch.update(e.as_bytes()),
+                }
+                let canon = hex::encode(ch.finalize());
+                records.insert(
+                    id,
+                    SharedRecord {
+                        key,
+                        canon: canon.clone(),
+                        files_read,
+                    },
+                );
+                let _ = cell.set(result.map(|(files, _)| files));
+                canon
+            }
+        };
+        h.update(canon.as_bytes());
+        shared.push(Some(cell));
+    }
+    Ok(OverlayRun {
+        prep,
+        shared,
+        digest: h.finalize().into(),
+        node_uses_all,
+    })
+}
+
+/// What [`prepare`] needs from the run.
+struct PrepareCtx<'a> {
+    site: &'a Site,
+    env: &'a RenderEnv,
+    site_hash: &'a [u8; 32],
+    all_hash: &'a [u8; 32],
+}
+
+fn hash_file(h: &mut Sha256, f: &RenderedFile) {
+    h.update(f.path.as_bytes());
+    h.update([0]);
+    h.update(f.mode.to_le_bytes());
+    h.update(f.uid.to_le_bytes());
+    h.update(f.gid.to_le_bytes());
+    match &f.kind {
+        FileKind::Dir => h.update(b"d"),
+        FileKind::File(d) => {
+            h.update(b"f");
+            h.update((d.len() as u64).to_le_bytes());
+            h.update(d);
+        }
+        FileKind::Symlink(t) => {
+            h.update(b"l");
+            h.update(t.as_bytes());
+        }
+    }
+}
+
+/// Builds overlay images. Errors of single nodes are in the report; the
+/// `Err` case is reserved for failures that stop the whole run.
+pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<BuildReport> {
+    let layout = Layout::new(config);
+    let store = OverlayStore::new(&config.paths);
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.workers
+    };
+    let mut compressions = opts.compressions.clone();
+    compressions.dedup();
+    if compressions.is_empty() {
+        compressions.push(Compression::Gzip);
+    }
+    fs::create_dir_all(layout.blobs())
+        .with_context(|| format!("creating {}", layout.blobs().display()))?;
+    let lock_path = layout.lock();
+    fs::create_dir_all(layout.root.join("overlays"))
+        .with_context(|| format!("creating {}", layout.root.join("overlays").display()))?;
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+
+    let t0 = std::time::Instant::now();
+    let nodes = Arc::new(load_nodes(config)?);
+    let by_id: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let mut report = BuildReport::default();
+    let targets: Vec<usize> = if opts.nodes.is_empty() {
+        (0..nodes.len()).collect()
+    } else {
+        let mut t = Vec::new();
+        for name in &opts.nodes {
+            match by_id.get(name.as_str()) {
+                Some(&i) => t.push(i),
+                None => report.errors.push(format!("node {name}: no such node")),
+            }
+        }
+        t
+    };
+
+    let now = SystemTime::now();
+    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    tracing::debug!("overlay build: {} nodes loaded in {:?}", nodes.len(), t0.elapsed());
+    let sh = site_hash(config)?;
+    let nh = node_hashes(&nodes, workers);
+    let all_hash: [u8; 32] = {
+        let mut h = Sha256::new();
+        for d in &nh {
+            h.update(d);
+        }
+        h.finalize().into()
+    };
+    let site = Site::new(config, nodes.clone(), now);
+    let env = render_env(config);
+
+    let mut index: Index = match fs::read(layout.index()) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => Index::default(),
+    };
+    if index.format != FORMAT {
+        index = Index {
+            format: FORMAT.to_string(),
+            ..Index::default()
+        };
+    }
+
+    // Overlays in use by the targets, prepared once.
+    let mut names = BTreeSet::new();
+    for &i in &targets {
+        for kind in ImageKind::ALL {
+            names.extend(kind.overlays(&nodes[i]));
+        }
+    }
+    let shared_before = index.shared.clone();
+    let pctx = PrepareCtx {
+        site: &site,
+        env: &env,
+        site_hash: &sh,
+        all_hash: &all_hash,
+    };
+    tracing::debug!("overlay build: hashed in {:?}", t0.elapsed());
+    let overlays: HashMap<String, Result<OverlayRun, String>> = names
+        .iter()
+        .map(|n| (n.clone(), prepare(&store, n, &pctx, &mut index.shared)))
+        .collect();
+    let mut touched = shared_before != index.shared;
+
+    // Plan: which images changed.
+    let exts: Vec<&str> = compressions.iter().map(|c| c.extension()).collect();
+    let mut stamp_cache: HashMap<String, FileStamp> = HashMap::new();
+    let mut jobs = Vec::new();
+    for &i in &targets {
+        let node = &nodes[i];
+        let mut kinds = Vec::new();
+        for kind in ImageKind::ALL {
+            let list = kind.overlays(node);
+            let mut h = Sha256::new();
+            h.update(FORMAT);
+            h.update(kind.stem());
+            for e in &exts {
+                h.update(e.as_bytes());
+                h.update([0]);
+            }
+            h.update(sh);
+            h.update(nh[i]);
+            let mut uses_all = false;
+            for name in &list {
+                h.update(name.as_bytes());
+                h.update([0]);
+                match &overlays[name] {
+                    Ok(run) => {
+                        h.update(run.digest);
+                        uses_all |= run.node_uses_all;
+                    }
+                    Err(e) => h.update(e.as_bytes()),
+                }
+            }
+            if uses_all {
+                h.update(all_hash);
+            }
+            let input = hex32(&h.finalize().into());
+            let unchanged = !opts.force
+                && index
+                    .nodes
+                    .get(&node.id)
+                    .and_then(|r| r.get(kind))
+                    .is_some_and(|r| {
+                        r.input == input
+                            && exts.iter().all(|e| r.blobs.contains_key(*e))
+                            && r.blobs.len() == exts.len()
+                            && r.files_read.iter().all(|f| {
+                                let cur = stamp_cache
+                                    .entry(f.path.clone())
+                                    .or_insert_with(|| FileStamp::of(Path::new(&f.path)));
+                                cur == f
+                            })
+                    });
+            if unchanged {
+                report.images_unchanged += 1;
+            } else {
+                kinds.push((kind, list, input));
+            }
+        }
+        if !kinds.is_empty() {
+            jobs.push(Job { node: i, kinds });
+        }
+    }
+
+    tracing::debug!("overlay build: {} nodes to build, planned in {:?}", jobs.len(), t0.elapsed());
+    bar.set_length(jobs.len() as u64);
+    let run = Run {
+        site,
+        env,
+        overlays,
+        shared: Mutex::new(HashMap::new()),
+        compressions: &compressions,
+        blobs: layout.blobs(),
+        blobs_written: AtomicUsize::new(0),
+        fsync_each: jobs.len() * 2 <= FSYNC_MAX,
+    };
+    let next = AtomicUsize::new(0);
+    let results: Vec<Built> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.min(jobs.len()).max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let j = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(j) else { break };
+                        out.push(build_node(&run, &nodes, job, now_secs));
+                        bar.inc(1);
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("overlay worker does not panic"))
+            .collect()
+    });
+    tracing::debug!("overlay build: rendered in {:?}", t0.elapsed());
+    report.blobs_written = run.blobs_written.load(Ordering::Relaxed);
+
+    // Blobs are durable before any pointer names them: a few are fsynced
+    // where they were written, many with one syncfs.
+    if !run.fsync_each && report.blobs_written > 0 {
+        let dir = fs::File::open(layout.blobs())
+            .with_context(|| format!("opening {}", layout.blobs().display()))?;
+        nix::unistd::syncfs(&dir).context("syncing the blob store")?;
+    } else if report.blobs_written > 0 {
+        crate::fsutil::sync_dir(&layout.blobs())?;
+    }
+
+    let mut old_digests: HashSet<String> = HashSet::new();
+    let mut touched_dirs: Vec<PathBuf> = Vec::new();
+    for b in results {
+        let node = &nodes[b.node];
+        // A failed image keeps its previous version; the other one is updated.
+        report.errors.extend(b.errors);
+        if b.images.is_empty() {
+            continue;
+        }
+        report.nodes_built += 1;
+        touched_dirs.push(layout.node_dir(&node.id));
+        let rec = index.nodes.entry(node.id.clone()).or_default();
+        for (kind, img) in b.images {
+            if let Some(old) = rec.get(kind) {
+                old_digests.extend(old.blobs.values().cloned());
+                for ext in old.blobs.keys() {
+                    if !img.blobs.contains_key(ext) {
+                        let c = Compression::from_name(ext).unwrap_or(Compression::Gzip);
+                        let _ = fs::remove_file(layout.pointer(&node.id, kind, c));
+                    }
+                }
+            }
+            for c in &compressions {
+                let digest = &img.blobs[c.extension()];
+                let ptr = layout.pointer(&node.id, kind, *c);
+                set_pointer(&ptr, &format!("../../blobs/sha256/{digest}"))?;
+            }
+            report.images_built += 1;
+            rec.set(kind, img);
+            touched = true;
+        }
+    }
+
+    // A full build forgets nodes that are gone.
+    if opts.nodes.is_empty() {
+        let live: HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let gone: Vec<String> = index
+            .nodes
+            .keys()
+            .filter(|k| !live.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(rec) = index.nodes.remove(&id) {
+                old_digests.extend(rec.digests().cloned());
+            }
+            let _ = fs::remove_dir_all(layout.node_dir(&id));
+            touched = true;
+        }
+    }
+
+    if touched {
+        let root = layout.root.join("overlays");
+        if touched_dirs.len() > FSYNC_MAX {
+            let dir =
+                fs::File::open(&root).with_context(|| format!("opening {}", root.display()))?;
+            nix::unistd::syncfs(&dir).context("syncing overlay pointers")?;
+        } else {
+            for d in &touched_dirs {
+                crate::fsutil::sync_dir(d)?;
+            }
+        }
+        let text = serde_json::to_vec(&index).context("encoding the overlay index")?;
+        crate::fsutil::write_atomic(&layout.index(), &text, 0o600)?;
+        let live: HashSet<&String> = index.nodes.values().flat_map(|r| r.digests()).collect();
+        for d in old_digests {
+            if !live.contains(&d) && fs::remove_file(layout.blobs().join(&d)).is_ok() {
+                report.blobs_removed += 1;
+            }
+        }
+    }
+    drop(lock);
+    Ok(report)
+}
+
+/// Points `ptr` at `target` with a symlink renamed into place.
+fn set_pointer(ptr: &Path, target: &str) -> Result<()> {
+    if fs::read_link(ptr).is_ok_and(|t| t == Path::new(target)) {
+        return Ok(());
+    }
+    let dir = ptr.parent().expect("pointer has a parent");
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        ptr.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    fs::rename(&tmp, ptr).with_context(|| format!("replacing {}", ptr.display()))
+}
+
+fn build_node(run: &Run<'_>, nodes: &[MergedNode], job: &Job, now: u64) -> Built {
+    let node = &nodes[job.node];
+    let mut built = Built {
+        node: job.node,
+        images: Vec::new(),
+        errors: Vec::new(),
+    };
+    let uses_all = job.kinds.iter().any(|(_, list, _)| {
+        list.iter()
+            .any(|n| run.overlays[n].as_ref().is_ok_and(|r| r.node_uses_all))
+    });
+    let data = run.site.node(node, uses_all);
+    for (kind, list, input) in &job.kinds {
+        match build_image(run, &data, list) {
+            Ok((images, files_read)) => {
+                let mut blobs = BTreeMap::new();
+                for (c, bytes) in run.compressions.iter().zip(images) {
+                    match put_blob(run, &bytes) {
+                        Ok(d) => {
+                            blobs.insert(c.extension().to_string(), d);
+                        }
+                        Err(e) => built.errors.push(format!("node {}: {e:#}", node.id)),
+                    }
+                }
+                built.images.push((
+                    *kind,
+                    ImageRecord {
+                        input: input.clone(),
+                        blobs,
+                        files_read,
+                        built: now,
+                    },
+                ));
+            }
+            Err(errors) => built.errors.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("node {}: {} image: {e}", node.id, kind.stem())),
+            ),
+        }
+    }
+    built
+}
+
+/// The compressed image bytes (one per compression) and the files read.
+fn build_image(
+    run: &Run<'_>,
+    data: &NodeData,
+    list: &[String],
+) -> Result<(Vec<Vec<u8>>, Vec<FileStamp>), Vec<String>> {
+    let mut errors = Vec::new();
+    let mut ovs = Vec::new();
+    for name in list {
+        match &run.overlays[name] {
+            Ok(r) => ovs.push(r),
+            Err(e) => errors.push(e.clone()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let cell = shared_member(run, list, &ovs);
+    let shared = cell.get().expect("initialised by shared_member");
+    if !shared.errors.is_empty() {
+        return Err(shared.errors.clone());
+    }
+    let mut tree = BTreeMap::new();
+    let mut read = BTreeSet::new();
+    for ov in &ovs {
+        for (t, s) in ov.prep.templates.iter().zip(&ov.shared) {
+            if s.is_some() {
+                continue;
+            }
+            let d = data.data(&ov.prep.dir.name, &t.host_path);
+            match ov.prep.render_template(t, &d, &run.env) {
+                Ok((files, files_read)) => {
+                    merge_into(&mut tree, files);
+                    read.extend(files_read);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut images: Vec<Vec<u8>> = shared.members.clone();
+    if !tree.is_empty() {
+        let cpio = write_cpio(tree.values(), &shared.paths).map_err(|e| vec![e])?;
+        for (img, c) in images.iter_mut().zip(run.compressions) {
+            compress_into(img, *c, &cpio).map_err(|e| vec![e])?;
+        }
+    }
+    let stamps = read.iter().map(|p| FileStamp::of(p)).collect();
+    Ok((images, stamps))
+}
+
+/// The shared member of `list`, built by the first worker that needs it.
+fn shared_member(
+    run: &Run<'_>,
+    list: &[String],
+    ovs: &[&OverlayRun],
+) -> Arc<OnceLock<SharedMember>> {
+    let cell = {
+        let mut map = run.shared.lock().expect("shared member map not poisoned");
+        map.entry(list.to_vec()).or_default().clone()
+    };
+    cell.get_or_init(|| {
+        let mut tree = BTreeMap::new();
+        let mut errors = Vec::new();
+        for ov in ovs {
+            merge_into(&mut tree, ov.prep.statics.iter().cloned());
+            for (t, cell) in ov.prep.templates.iter().zip(&ov.shared) {
+                let Some(cell) = cell else { continue };
+                let result = cell.get_or_init(|| {
+                    let data = run.site.shared_data(&ov.prep.dir.name, &t.host_path);
+                    ov.prep
+                        .render_template(t, &data, &run.env)
+                        .map(|(files, _)| files)
+                });
+                match result {
+                    Ok(files) => merge_into(&mut tree, files.iter().cloned()),
+                    Err(e) => errors.push(e.clone()),
+                }
+            }
+        }
+        let paths: HashSet<String> = tree.keys().cloned().collect();
+        let mut members = Vec::new();
+        match write_cpio(tree.values(), &HashSet::new()) {
+            Ok(cpio) => {
+                for c in run.compressions {
+                    let mut out = Vec::new();
+                    if let Err(e) = compress_into(&mut out, *c, &cpio) {
+                        errors.push(e);
+                    }
+                    members.push(out);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        SharedMember {
+            paths,
+            members,
+            errors,
+        }
+    });
+    cell
+}
+
+/// A newc archive of `files` (sorted by path), with missing parent
+/// directories added unless `existing` (another member) has them.
+fn write_cpio<'a>(
+    files: impl Iterator<Item = &'a RenderedFile>,
+    existing: &HashSet<String>,
+) -> Result<Vec<u8>, String> {
+    let mut w = Writer::new(Vec::new());
+    let mut seen: HashSet<String> = HashSet::new();
+    let err = |e: initramfs::newc::NewcError| format!("writing archive: {e}");
+    for f in files {
+        // Parents first: the kernel does not create them.
+        let mut end = 0;
+        while let Some(i) = f.path[end..].find('/') {
+            let dir = &f.path[..end + i];
+            end += i + 1;
+            if !existing.contains(dir) && seen.insert(dir.to_string()) {
+                w.add_dir(dir, 0o755).map_err(err)?;
+            }
+        }
+        let mut h = match &f.kind {
+            FileKind::Dir => {
+                if !seen.insert(f.path.clone()) {
+                    continue;
+                }
+                Header::dir(f.path.as_str(), f.mode)
+            }
+            FileKind::File(d) => Header::file(f.path.as_str(), f.mode, d.len() as u64),
+            FileKind::Symlink(t) => Header::symlink(f.path.as_str(), t.len() as u64),
+        };
+        h.uid = f.uid;
+        h.gid = f.gid;
+        h.ino = w.next_ino();
+        let data: &[u8] = match &f.kind {
+            FileKind::Dir => &[],
+            FileKind::File(d) => d,
+            FileKind::Symlink(t) => t.as_bytes(),
+        };
+        w.append_bytes(&h, data).map_err(err)?;
+    }
+    w.finish().map_err(err)
+}
+
+/// Appends `data` compressed as one member to `out`.
+fn compress_into(out: &mut Vec<u8>, c: Compression, data: &[u8]) -> Result<(), String> {
+    match c {
+        Compression::Zstd => {
+            let z = zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))?;
+            out.extend_from_slice(&z);
+        }
+        _ => {
+            let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
+            e.write_all(data).map_err(|e| format!("gzip: {e}"))?;
+            e.finish().map_err(|e| format!("gzip: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores `bytes` as a blob unless present; returns its digest.
+fn put_blob(run: &Run<'_>, bytes: &[u8]) -> Result<String> {
+    let digest = hex::encode(Sha256::digest(bytes));
+    let path = run.blobs.join(&digest);
+    if path.exists() {
+        return Ok(digest);
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".blob.")
+        .tempfile_in(&run.blobs)
+        .with_context(|| format!("creating a temp file in {}", run.blobs.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing blob {digest}"))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(BLOB_MODE))
+        .with_context(|| format!("setting the mode of blob {digest}"))?;
+    if run.fsync_each {
+        tmp.as_file()
+            .sync_data()
+            .with_context(|| format!("syncing blob {digest}"))?;
+    }
+    // Otherwise durability comes from one syncfs after all blobs (see `build`).
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("storing blob {digest}"))?;
+    run.blobs_written.fetch_add(1, Ordering::Relaxed);
+    Ok(digest)
+}
+
+/// Checks options before a build.
+pub fn check_options(opts: &BuildOptions) -> Result<()> {
+    for c in &opts.compressions {
+        if !matches!(c, Compression::Gzip | Compression::Zstd) {
+            bail!("overlay images are gzip or zstd, not {c:?}");
+        }
+    }
+    Ok(())
+}
