@@ -2,7 +2,7 @@
 # DHCP load: perfdhcp (kea-admin) with 100,000 distinct clients against
 # Ironwulf's embedded DHCP server and against dnsmasq, in the same run, over
 # a veth pair between two network namespaces this script creates (and
-# deletes). Every run is bounded: -p seconds and -R clients.
+# deletes). The /12 subnet holds every client, so neither server runs out. Every run is bounded: -p seconds and -R clients.
 #
 #   bench/dhcp.sh            # saturation + 2,000/s drop check, ours vs dnsmasq
 #
@@ -40,8 +40,8 @@ trap 'exit 130' INT TERM
 
 ip netns add "$SRV"; ip netns add "$CLI"
 ip link add vs$$ netns "$SRV" type veth peer name vc$$ netns "$CLI"
-ip -n "$SRV" addr add 10.98.0.1/16 dev vs$$
-ip -n "$CLI" addr add 10.98.0.2/16 dev vc$$
+ip -n "$SRV" addr add 10.96.0.1/12 dev vs$$
+ip -n "$CLI" addr add 10.96.0.2/12 dev vc$$
 for ns in "$SRV" "$CLI"; do ip -n "$ns" link set lo up; done
 ip -n "$SRV" link set vs$$ up; ip -n "$CLI" link set vc$$ up
 
@@ -57,14 +57,14 @@ sent_of() { awk '/sent packets:/ {s+=$3} END {print s+0}' ; }
 # --- ours
 mkdir -p "$tmp/ours/etc/warewulf"
 cat > "$tmp/ours/etc/warewulf/warewulf.conf" <<CONF
-ipaddr: 10.98.0.1
-netmask: 255.255.0.0
+ipaddr: 10.96.0.1
+netmask: 255.240.0.0
 warewulf:
   port: 19873
 dhcp:
   enabled: true
-  range start: 10.98.1.0
-  range end: 10.98.255.250
+  range start: 10.96.1.0
+  range end: 10.111.255.250
   interfaces: [vs$$]
 tftp:
   enabled: false
@@ -88,7 +88,7 @@ run_ours() { # rate output-file
 run_dnsmasq() { # rate output-file
   rm -f "$tmp/dnsmasq.leases"
   ip netns exec "$SRV" dnsmasq --no-daemon --port=0 --no-ping --dhcp-authoritative --quiet-dhcp \
-    --dhcp-lease-max=200000 --dhcp-range=10.98.1.0,10.98.255.250,2m --interface=vs$$ --bind-interfaces \
+    --dhcp-lease-max=200000 --dhcp-range=10.96.1.0,10.111.255.250,2m --interface=vs$$ --bind-interfaces \
     --dhcp-leasefile="$tmp/dnsmasq.leases" --pid-file="$tmp/dnsmasq.pid" --conf-file=/dev/null 2>"$tmp/dnsmasq.log" &
   local pid=$!; pids+=("$pid"); sleep 1
   perf "$1" > "$2"

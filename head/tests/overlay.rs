@@ -274,7 +274,8 @@ fn softlink_template_becomes_symlink() {
         "{{ softlink \"/etc/sys.conf\" }}\n",
         0o644,
     );
-    s.ok(&["overlay", "build", "n1"]);
+    s.ok(&["overlay", "build", "n[1]"]);
+    assert!(!s.pointer("n2", "__SYSTEM__").exists());
     let img = s.image("n1", "__SYSTEM__");
     assert_eq!(img["etc/alias"].kind, Kind::Symlink);
     assert_eq!(text(&img["etc/alias"]), "/etc/sys.conf");
@@ -409,6 +410,35 @@ fn include_changes_trigger_a_rebuild() {
     // Dropping zstd removes its pointers.
     s.ok(&["overlay", "build", "--force"]);
     assert!(!zst.exists());
+}
+
+#[test]
+fn ignition_json_comes_from_disks_and_filesystems() {
+    let s = Site::new();
+    s.put(
+        "overlays",
+        "sys",
+        "warewulf/ignition.json.ww",
+        "{{- $j := IgnitionJson }}{{ if not $j }}{{ abort }}{{ end }}{{ $j }}",
+        0o644,
+    );
+    s.set_nodes(&NODES.replace(
+        "  n2:\n    profiles: [default]\n",
+        "  n2:\n    profiles: [default]\n    disks:\n      /dev/vda:\n        wipe_table: true\n        partitions:\n          scratch:\n            number: \"1\"\n            should_exist: true\n    filesystems:\n      /dev/disk/by-partlabel/scratch:\n        format: btrfs\n        path: /scratch\n        wipe_filesystem: true\n",
+    ));
+    s.ok(&["overlay", "build"]);
+    assert!(
+        !s.image("n1", "__SYSTEM__")
+            .contains_key("warewulf/ignition.json")
+    );
+    assert_eq!(
+        text(&s.image("n2", "__SYSTEM__")["warewulf/ignition.json"]),
+        "{\"ignition\":{\"version\":\"3.1.0\"},\"storage\":{\"disks\":[{\"device\":\"/dev/vda\",\
+         \"partitions\":[{\"label\":\"scratch\",\"number\":1,\"shouldExist\":true,\
+         \"wipePartitionEntry\":false}],\"wipeTable\":true}],\"filesystems\":[{\"device\":\
+         \"/dev/disk/by-partlabel/scratch\",\"format\":\"btrfs\",\"path\":\"/scratch\",\
+         \"wipeFilesystem\":true}]}}"
+    );
 }
 
 #[test]

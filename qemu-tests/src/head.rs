@@ -48,7 +48,14 @@ impl Site {
     pub fn new() -> Result<Self> {
         let dir = tempfile::tempdir().context("creating the site folder")?;
         let r = dir.path().display().to_string();
-        for sub in ["etc/warewulf", "tftpboot", "chroots", "overlays", "provision", "var"] {
+        for sub in [
+            "etc/warewulf",
+            "tftpboot",
+            "chroots",
+            "overlays",
+            "provision",
+            "var",
+        ] {
             fs::create_dir_all(dir.path().join(sub)).with_context(|| format!("creating {sub}"))?;
         }
         let conf = format!(
@@ -77,8 +84,11 @@ paths:
         );
         fs::write(dir.path().join("etc/warewulf/warewulf.conf"), conf)
             .context("writing warewulf.conf")?;
-        fs::write(dir.path().join("etc/warewulf/nodes.conf"), "nodeprofiles: {}\nnodes: {}\n")
-            .context("writing nodes.conf")?;
+        fs::write(
+            dir.path().join("etc/warewulf/nodes.conf"),
+            "nodeprofiles: {}\nnodes: {}\n",
+        )
+        .context("writing nodes.conf")?;
         Ok(Self { dir })
     }
 

@@ -32,7 +32,8 @@ impl Netns {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("iw{tag}{}n{n}", std::process::id());
-        ip(&["netns", "add", &name]).with_context(|| format!("creating network namespace {name}"))?;
+        ip(&["netns", "add", &name])
+            .with_context(|| format!("creating network namespace {name}"))?;
         // From here on, Drop deletes the namespace.
         let ns = Self { name, taps: 0 };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -74,15 +75,20 @@ impl Netns {
     /// the body of a 200 answer. A short-lived thread enters the namespace
     /// (`setns` switches only the calling thread) and speaks HTTP/1.0.
     pub fn http_get(&self, url: &str) -> Result<String> {
-        let rest = url.strip_prefix("http://").with_context(|| format!("not an http URL: {url}"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .with_context(|| format!("not an http URL: {url}"))?;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let path = if path.is_empty() { "/" } else { path };
         let ns_file = Path::new("/var/run/netns").join(&self.name);
         let (authority, path) = (authority.to_owned(), path.to_owned());
         let response = std::thread::spawn(move || -> Result<Vec<u8>> {
-            let ns = File::open(&ns_file).with_context(|| format!("opening {}", ns_file.display()))?;
+            let ns =
+                File::open(&ns_file).with_context(|| format!("opening {}", ns_file.display()))?;
             setns(&ns, CloneFlags::CLONE_NEWNET).context("entering the network namespace")?;
-            let addr: SocketAddr = authority.parse().with_context(|| format!("bad address {authority}"))?;
+            let addr: SocketAddr = authority
+                .parse()
+                .with_context(|| format!("bad address {authority}"))?;
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
                 .with_context(|| format!("connecting to {authority}"))?;
             stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -94,9 +100,11 @@ impl Netns {
         .join()
         .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"))??;
         let text = String::from_utf8(response).context("response is not UTF-8")?;
-        let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .context("malformed HTTP response")?;
         let status = head.lines().next().unwrap_or_default();
-        if !status.split_whitespace().nth(1).is_some_and(|code| code == "200") {
+        if status.split_whitespace().nth(1) != Some("200") {
             bail!("GET {url}: {status}");
         }
         Ok(body.to_owned())
@@ -112,9 +120,16 @@ impl Drop for Netns {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out: Output = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    let out: Output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

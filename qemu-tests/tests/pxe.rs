@@ -40,7 +40,11 @@ fn prepare(site: &Site, kernel: &Kernel) -> Result<()> {
         .context("kernel path has no file name")?
         .to_string_lossy()
         .into_owned();
-    let name = if name.starts_with("vmlinuz-") { name } else { format!("vmlinuz-{name}") };
+    let name = if name.starts_with("vmlinuz-") {
+        name
+    } else {
+        format!("vmlinuz-{name}")
+    };
     fs::copy(kernel.path(), rootfs.join("boot").join(&name)).context("copying the kernel")?;
     fs::write(rootfs.join("etc/ironwulf-member"), "image")?;
     // The kernel opens /dev/console for init before anything mounts devtmpfs.
@@ -104,11 +108,16 @@ fn network_boot(test: &str, firmware: &[&str]) -> Result<String> {
         ])
         .spawn()?;
     eprintln!("{test}: {}", vm.command_line());
-    let booted = vm.console().expect(&format!("{TEST_INIT_MARKER}system"), BOOT_TIMEOUT);
+    let booted = vm
+        .console()
+        .expect(&format!("{TEST_INIT_MARKER}system"), BOOT_TIMEOUT);
     if let Err(e) = booted {
         return Err(e.context(format!("server log:\n{}", head.log())));
     }
-    eprintln!("{test}: init reached in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{test}: init reached in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     vm.expect_poweroff(Duration::from_secs(30))?;
 
     // The head saw the node through to its overlays: /status keeps the last
@@ -123,8 +132,14 @@ fn network_boot(test: &str, firmware: &[&str]) -> Result<String> {
     );
     let kernel_size = fs::metadata(kernel.path())?.len();
     let sent = node["bytes sent"].as_u64().unwrap_or_default();
-    ensure!(sent > kernel_size, "/status: only {sent} bytes sent to n1: {json}");
-    ensure!(node["ipaddr"] == "10.99.0.11", "/status: wrong address: {json}");
+    ensure!(
+        sent > kernel_size,
+        "/status: only {sent} bytes sent to n1: {json}"
+    );
+    ensure!(
+        node["ipaddr"] == "10.99.0.11",
+        "/status: wrong address: {json}"
+    );
     let log = head.log();
     ensure!(log.contains("DHCP"), "server log: {log}");
     Ok(vm.console().text())
@@ -138,7 +153,10 @@ fn bios_ipxe_rom_boots_through_our_dhcp_and_http() {
     // SeaBIOS runs the NIC's iPXE ROM, whose DHCP carries user class iPXE:
     // our DHCP answers with the /ipxe URL directly.
     let console = network_boot("pxe-bios", &[]).unwrap();
-    assert!(console.contains("Ironwulf"), "our iPXE script did not run:\n{console}");
+    assert!(
+        console.contains("Ironwulf"),
+        "our iPXE script did not run:\n{console}"
+    );
 }
 
 #[test]
@@ -154,8 +172,18 @@ fn uefi_pxe_fetches_ipxe_over_our_tftp() {
     let vars = format!("if=pflash,format=raw,file={}", vars.path().display());
     let console = network_boot(
         "pxe-uefi",
-        &["-drive", &code, "-drive", &vars, "-global", "virtio-net-pci.romfile="],
+        &[
+            "-drive",
+            &code,
+            "-drive",
+            &vars,
+            "-global",
+            "virtio-net-pci.romfile=",
+        ],
     )
     .unwrap();
-    assert!(console.contains("Ironwulf"), "our iPXE script did not run:\n{console}");
+    assert!(
+        console.contains("Ironwulf"),
+        "our iPXE script did not run:\n{console}"
+    );
 }

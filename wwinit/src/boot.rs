@@ -238,6 +238,8 @@ fn read_cmdline(ctx: &mut Ctx<'_>) -> Result<Outcome> {
         .context("reading /proc/cmdline")?;
     ctx.cmdline = cmdline::parse(&String::from_utf8_lossy(&raw));
     crash::configure(ctx.cmdline.crash, ctx.cmdline.crash_delay);
+    ctx.sys
+        .set_timeouts(ctx.cmdline.dhcp_timeout, ctx.cmdline.fetch_timeout);
     for w in &ctx.cmdline.warnings {
         log::warn(w);
     }
@@ -814,8 +816,10 @@ mod tests {
     }
 
     fn two_stage_sys() -> FakeSys {
-        let mut sys =
-            FakeSys::new().with_file("/proc/cmdline", "wwinit.modules=virtio_net ip=dhcp");
+        let mut sys = FakeSys::new().with_file(
+            "/proc/cmdline",
+            "wwinit.modules=virtio_net ip=dhcp wwinit.dhcp_timeout=7",
+        );
         sys.net = Some(NetInfo {
             iface: "eth0".into(),
             mac: Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
@@ -830,6 +834,13 @@ mod tests {
         let mut sys =
             two_stage_sys().with_file("/newroot/warewulf/wwinit.conf", "init=/sbin/test-init\n");
         run(&mut sys);
+        assert_eq!(
+            sys.timeouts,
+            Some((
+                std::time::Duration::from_secs(7),
+                cmdline::DEFAULT_FETCH_TIMEOUT
+            ))
+        );
         let mut want: Vec<&str> = EARLY.to_vec();
         want.extend([
             "load-modules [virtio_net]",
@@ -873,6 +884,11 @@ mod tests {
         }]);
         let err = run(&mut sys);
         assert!(err.ends_with("fake exec"), "{err}");
+        let defaults = (
+            cmdline::DEFAULT_DHCP_TIMEOUT,
+            cmdline::DEFAULT_FETCH_TIMEOUT,
+        );
+        assert_eq!(sys.timeouts, Some(defaults));
         assert!(
             sys.calls
                 .contains(&"get-manifest head:8080 aa:bb:cc:dd:ee:ff".to_owned())

@@ -27,13 +27,10 @@ pub mod sys;
 pub fn run_pid1() -> ! {
     crash::install_panic_hook();
     log::info(&format!("Ironwulf wwinit {}", env!("CARGO_PKG_VERSION")));
-    // Timeouts come from the command line, read by the cmdline stage; the
-    // real Sys reads them through a peek here so they apply from the start.
-    let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let pre = cmdline::parse(&line);
+    // Defaults until the cmdline stage sets the admin's timeouts.
     let mut sys = realsys::RealSys {
-        dhcp_timeout: pre.dhcp_timeout,
-        fetch_timeout: pre.fetch_timeout,
+        dhcp_timeout: cmdline::DEFAULT_DHCP_TIMEOUT,
+        fetch_timeout: cmdline::DEFAULT_FETCH_TIMEOUT,
     };
     let mut ctx = boot::Ctx::new(&mut sys);
     let err = boot::boot(&mut ctx);

@@ -204,6 +204,11 @@ impl Sys for RealSys {
         Ok(modules::load_all(extra, &mut |m| log::info(m))?)
     }
 
+    fn set_timeouts(&mut self, dhcp: Duration, fetch: Duration) {
+        self.dhcp_timeout = dhcp;
+        self.fetch_timeout = fetch;
+    }
+
     fn network_up(&mut self, ip: Option<&IpParam>, wwid: Option<Mac>) -> Result<NetInfo> {
         net::up(ip, wwid, self.dhcp_timeout)
     }

@@ -87,6 +87,8 @@ pub trait Sys {
     fn exec(&mut self, program: &str, args: &[&str]) -> io::Error;
     /// Loads `extra` modules and those matching present hardware; how many loaded.
     fn load_modules(&mut self, extra: &[String]) -> Result<usize>;
+    /// Timeouts from the command line (DHCP; total retry time per download).
+    fn set_timeouts(&mut self, dhcp: std::time::Duration, fetch: std::time::Duration);
     /// Brings up the boot interface (static from `ip=`, else DHCP).
     fn network_up(&mut self, ip: Option<&IpParam>, wwid: Option<Mac>) -> Result<NetInfo>;
     /// `GET /manifest/{wwid}`; `None` when the head has no manifest route.
@@ -142,6 +144,8 @@ pub mod fake {
         pub exit_codes: BTreeMap<String, i32>,
         pub manifest: Option<Manifest>,
         pub net: Option<NetInfo>,
+        /// Set by `set_timeouts` (not a recorded call: it touches nothing).
+        pub timeouts: Option<(std::time::Duration, std::time::Duration)>,
     }
 
     impl FakeSys {
@@ -249,6 +253,9 @@ pub mod fake {
         fn load_modules(&mut self, extra: &[String]) -> Result<usize> {
             self.rec(format!("load-modules [{}]", extra.join(",")));
             Ok(1)
+        }
+        fn set_timeouts(&mut self, dhcp: std::time::Duration, fetch: std::time::Duration) {
+            self.timeouts = Some((dhcp, fetch));
         }
         fn network_up(&mut self, ip: Option<&IpParam>, wwid: Option<Mac>) -> Result<NetInfo> {
             self.rec(format!("network-up {ip:?} {wwid:?}"));

@@ -718,3 +718,58 @@ fn ipmi_settings_reach_an_ipmi_sim_bmc() -> Result<()> {
     }
     Ok(())
 }
+
+/// Warewulf hook scripts run in the new root after the switch, in order,
+/// with the image's shell (static busybox here) and `PREFIX` set empty.
+#[test]
+fn hooks_run_in_the_new_root_in_order() -> Result<()> {
+    let test = "hooks";
+    if qemu_opted_out(test) {
+        return Ok(());
+    }
+    let busybox = std::fs::read("/bin/busybox")
+        .context("reading /bin/busybox (apt-get install busybox-static)")?;
+    let first = "printf 'wwinit.d' > /etc/ironwulf-member\n";
+    let second = "read x < /etc/ironwulf-member\n\
+                  [ -d /newroot ] || x=\"$x+newroot-gone\"\n\
+                  printf '%s+init.d+prefix=%s.' \"$x\" \"$PREFIX\" > /etc/ironwulf-member\n";
+    let conf = "root=tmpfs\ninit=/sbin/test-init\n";
+    let initrd = Member::new()
+        .dir("dev", 0o755)
+        .dir("proc", 0o555)
+        .dir("sys", 0o555)
+        .dir("run", 0o755)
+        .dir("etc", 0o755)
+        .dir("bin", 0o755)
+        .dir("sbin", 0o755)
+        .dir("warewulf", 0o755)
+        .dir("warewulf/wwinit.d", 0o755)
+        .dir("warewulf/init.d", 0o755)
+        .char_device("dev/console", 0o600, 5, 1)
+        .file("bin/busybox", 0o755, busybox)
+        .symlink("bin/sh", "busybox")
+        .file("sbin/test-init", 0o755, test_init()?)
+        .file("warewulf/wwinit", 0o755, wwinit_binary()?)
+        .symlink("init", "warewulf/wwinit")
+        .file("warewulf/wwinit.conf", 0o600, conf)
+        .file("warewulf/wwinit.d/10-first", 0o644, first)
+        .file("warewulf/init.d/20-second", 0o644, second)
+        .file(MEMBER_FILE, 0o644, "untouched")
+        .compressed(Compression::Gzip)?;
+    let (mut vm, _tmp) = spawn(
+        test,
+        &initrd,
+        "wwinit.crash=poweroff wwinit.crash_delay=0",
+        &[],
+    )?;
+    vm.console().expect_all(
+        &[
+            "wwinit: stage switch-root: done",
+            "wwinit: running /warewulf/wwinit.d/10-first",
+            "wwinit: running /warewulf/init.d/20-second",
+            "wwinit: stage hooks: done",
+        ],
+        BOOT_TIMEOUT,
+    )?;
+    finish(vm, test, "wwinit.d+newroot-gone+init.d+prefix=.")
+}

@@ -161,7 +161,7 @@ struct ChownArgs {
 
 #[derive(Debug, Args)]
 struct BuildArgs {
-    /// Nodes to build (default: all).
+    /// Nodes to build, hostlists allowed (default: all).
     #[arg(value_name = "NODE")]
     nodes: Vec<String>,
     /// Worker threads (default: one per core).
@@ -285,8 +285,6 @@ fn list(store: &OverlayStore, args: &ListArgs) -> Result<()> {
     }
     let mut t = if args.long {
         Table::new(["PERM MODE", "UID", "GID", "OVERLAY", "FILE PATH", "SITE"])
-    } else if args.all {
-        Table::new(["OVERLAY NAME", "FILES/DIRS", "SITE"])
     } else {
         Table::new(["OVERLAY NAME", "FILES/DIRS", "SITE"])
     };

@@ -3,23 +3,26 @@
 //! A run:
 //! 1. loads `nodes.conf`, hashes every node's merged settings and the site
 //!    configuration, and reads and parses each overlay in use once;
-//! 2. renders every node-independent template once (see `deps`) and hashes
-//!    the result (or its inputs, when it prints the build time);
-//! 3. computes each image's input hash (overlay contents, shared renders,
+//! 2. settles every node-independent template (see `deps`): when its
+//!    recorded inputs are unchanged its recorded output digest stands and it
+//!    is rendered only if an image needs it; otherwise it is rendered once
+//!    and its output hashed (its inputs, when it prints the build time);
+//! 3. computes each image's input hash (overlay contents, shared outputs,
 //!    node, site, and the node list when a node-specific template reads
 //!    `AllNodes`) and skips images whose recorded hash and `Include`d file
 //!    stamps are unchanged, without rendering;
 //! 4. builds the rest on `workers` threads. An image is two concatenated
 //!    compressed newc members (the kernel and wwclient unpack both): the
 //!    *shared* member (static files and shared renders of that overlay
-//!    list, built once per run) and the node's own member. The bytes go to
-//!    `blobs/sha256/<digest>` unless that blob exists;
-//! 5. syncs the blobs with one `syncfs`, then swaps the per-node pointers
-//!    (`overlays/<node>/__SYSTEM__.img.gz` → `../../blobs/sha256/<digest>`,
-//!    symlink renamed into place), writes the index
-//!    (`overlays/.index.json`: per node and image the input hash, blob
-//!    digests and files read with their stamps) and deletes blobs no node
-//!    refers to any more.
+//!    list, compressed and hashed once per run) and the node's own member;
+//!    the digest continues the shared member's SHA-256 state. The bytes go
+//!    to `blobs/sha256/<digest>` unless that blob exists;
+//! 5. makes the new blobs durable (fsync each when few, else one `syncfs`),
+//!    then swaps the per-node pointers (`overlays/<node>/__SYSTEM__.img.gz`
+//!    → `../../blobs/sha256/<digest>`, a symlink renamed into place), writes
+//!    the index (`overlays/.index.json`: per node and image the input hash,
+//!    blob digests and files read with their stamps; per shared template
+//!    its input and output hashes) and deletes blobs no node refers to.
 //!
 //! A node whose templates fail keeps its previous images; every error is
 //! collected and reported, naming node, overlay, file and position.
@@ -272,12 +275,18 @@ impl FileStamp {
     }
 }
 
+/// The outputs of a shared render, or its error.
+type SharedRender = Result<Vec<RenderedFile>, String>;
+
+/// Stored blob per extension and the files read.
+type ImageBlobs = (BTreeMap<String, String>, Vec<FileStamp>);
+
 /// An overlay prepared for this run, with its shared renders.
 struct OverlayRun {
     prep: Arc<Prepared>,
     /// Per template: the shared render (node-independent templates only),
     /// done now or, when its recorded inputs are unchanged, on first use.
-    shared: Vec<Option<OnceLock<Result<Vec<RenderedFile>, String>>>>,
+    shared: Vec<Option<OnceLock<SharedRender>>>,
     /// Digest of the overlay and its shared renders (or their inputs).
     digest: [u8; 32],
     /// A node-specific template of this overlay reads `AllNodes`.
@@ -289,6 +298,9 @@ struct SharedMember {
     paths: HashSet<String>,
     /// Compressed bytes per requested compression (same order).
     members: Vec<Vec<u8>>,
+    /// SHA-256 state after each member, so a node's image digest only
+    /// hashes the node's own bytes.
+    hashed: Vec<Sha256>,
     /// Failures of the shared renders (reported for every node using them).
     errors: Vec<String>,
 }
@@ -411,6 +423,9 @@ fn prepare(
         }
         let mut kh = Sha256::new();
         kh.update(t.digest);
+        kh.update(name.as_bytes());
+        kh.update([0]);
+        kh.update(t.host_path.as_bytes());
         kh.update(ctx.site_hash);
         if t.refs.uses_all_nodes() {
             kh.update(ctx.all_hash);
@@ -420,7 +435,10 @@ fn prepare(
         h.update(t.source.as_bytes());
         let cell = OnceLock::new();
         let cached = records.get(&id).filter(|r| {
-            r.key == key && r.files_read.iter().all(|f| FileStamp::of(Path::new(&f.path)) == *f)
+            r.key == key
+                && r.files_read
+                    .iter()
+                    .all(|f| FileStamp::of(Path::new(&f.path)) == *f)
         });
         let canon = match cached {
             Some(r) => r.canon.clone(),
@@ -535,7 +553,9 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         (0..nodes.len()).collect()
     } else {
         let mut t = Vec::new();
-        for name in &opts.nodes {
+        let names = crate::nodedb::hostlist::expand_all(&opts.nodes)
+            .map_err(|e| anyhow::anyhow!("bad node list: {e}"))?;
+        for name in &names {
             match by_id.get(name.as_str()) {
                 Some(&i) => t.push(i),
                 None => report.errors.push(format!("node {name}: no such node")),
@@ -546,7 +566,11 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
 
     let now = SystemTime::now();
     let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    tracing::debug!("overlay build: {} nodes loaded in {:?}", nodes.len(), t0.elapsed());
+    tracing::debug!(
+        "overlay build: {} nodes loaded in {:?}",
+        nodes.len(),
+        t0.elapsed()
+    );
     let sh = site_hash(config)?;
     let nh = node_hashes(&nodes, workers);
     let all_hash: [u8; 32] = {
@@ -652,7 +676,11 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         }
     }
 
-    tracing::debug!("overlay build: {} nodes to build, planned in {:?}", jobs.len(), t0.elapsed());
+    tracing::debug!(
+        "overlay build: {} nodes to build, planned in {:?}",
+        jobs.len(),
+        t0.elapsed()
+    );
     bar.set_length(jobs.len() as u64);
     let run = Run {
         site,
@@ -806,16 +834,7 @@ fn build_node(run: &Run<'_>, nodes: &[MergedNode], job: &Job, now: u64) -> Built
     let data = run.site.node(node, uses_all);
     for (kind, list, input) in &job.kinds {
         match build_image(run, &data, list) {
-            Ok((images, files_read)) => {
-                let mut blobs = BTreeMap::new();
-                for (c, bytes) in run.compressions.iter().zip(images) {
-                    match put_blob(run, &bytes) {
-                        Ok(d) => {
-                            blobs.insert(c.extension().to_string(), d);
-                        }
-                        Err(e) => built.errors.push(format!("node {}: {e:#}", node.id)),
-                    }
-                }
+            Ok((blobs, files_read)) => {
                 built.images.push((
                     *kind,
                     ImageRecord {
@@ -836,12 +855,8 @@ fn build_node(run: &Run<'_>, nodes: &[MergedNode], job: &Job, now: u64) -> Built
     built
 }
 
-/// The compressed image bytes (one per compression) and the files read.
-fn build_image(
-    run: &Run<'_>,
-    data: &NodeData,
-    list: &[String],
-) -> Result<(Vec<Vec<u8>>, Vec<FileStamp>), Vec<String>> {
+/// Builds and stores one image (one blob per compression).
+fn build_image(run: &Run<'_>, data: &NodeData, list: &[String]) -> Result<ImageBlobs, Vec<String>> {
     let mut errors = Vec::new();
     let mut ovs = Vec::new();
     for name in list {
@@ -878,15 +893,25 @@ fn build_image(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut images: Vec<Vec<u8>> = shared.members.clone();
-    if !tree.is_empty() {
-        let cpio = write_cpio(tree.values(), &shared.paths).map_err(|e| vec![e])?;
-        for (img, c) in images.iter_mut().zip(run.compressions) {
-            compress_into(img, *c, &cpio).map_err(|e| vec![e])?;
+    let cpio = if tree.is_empty() {
+        None
+    } else {
+        Some(write_cpio(tree.values(), &shared.paths).map_err(|e| vec![e])?)
+    };
+    let mut blobs = BTreeMap::new();
+    for (k, c) in run.compressions.iter().enumerate() {
+        let mut own = Vec::new();
+        if let Some(cpio) = &cpio {
+            compress_into(&mut own, *c, cpio).map_err(|e| vec![e])?;
         }
+        let mut h = shared.hashed[k].clone();
+        h.update(&own);
+        let digest = hex::encode(h.finalize());
+        put_blob(run, &digest, &[&shared.members[k], &own]).map_err(|e| vec![format!("{e:#}")])?;
+        blobs.insert(c.extension().to_string(), digest);
     }
     let stamps = read.iter().map(|p| FileStamp::of(p)).collect();
-    Ok((images, stamps))
+    Ok((blobs, stamps))
 }
 
 /// The shared member of `list`, built by the first worker that needs it.
@@ -932,9 +957,18 @@ fn shared_member(
             }
             Err(e) => errors.push(e),
         }
+        let hashed = members
+            .iter()
+            .map(|m| {
+                let mut h = Sha256::new();
+                h.update(m);
+                h
+            })
+            .collect();
         SharedMember {
             paths,
             members,
+            hashed,
             errors,
         }
     });
@@ -999,19 +1033,20 @@ fn compress_into(out: &mut Vec<u8>, c: Compression, data: &[u8]) -> Result<(), S
     Ok(())
 }
 
-/// Stores `bytes` as a blob unless present; returns its digest.
-fn put_blob(run: &Run<'_>, bytes: &[u8]) -> Result<String> {
-    let digest = hex::encode(Sha256::digest(bytes));
-    let path = run.blobs.join(&digest);
+/// Stores the concatenation of `parts` as blob `digest` unless present.
+fn put_blob(run: &Run<'_>, digest: &str, parts: &[&[u8]]) -> Result<()> {
+    let path = run.blobs.join(digest);
     if path.exists() {
-        return Ok(digest);
+        return Ok(());
     }
     let mut tmp = tempfile::Builder::new()
         .prefix(".blob.")
         .tempfile_in(&run.blobs)
         .with_context(|| format!("creating a temp file in {}", run.blobs.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing blob {digest}"))?;
+    for part in parts {
+        tmp.write_all(part)
+            .with_context(|| format!("writing blob {digest}"))?;
+    }
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(BLOB_MODE))
         .with_context(|| format!("setting the mode of blob {digest}"))?;
@@ -1025,7 +1060,7 @@ fn put_blob(run: &Run<'_>, bytes: &[u8]) -> Result<String> {
         .map_err(|e| e.error)
         .with_context(|| format!("storing blob {digest}"))?;
     run.blobs_written.fetch_add(1, Ordering::Relaxed);
-    Ok(digest)
+    Ok(())
 }
 
 /// Checks options before a build.

@@ -446,7 +446,11 @@ fn ignition_json(node: &MergedNode) -> String {
             if p.resize.unwrap_or(false) {
                 m.insert("resize".into(), json!(true));
             }
-            m.insert("shouldExist".into(), json!(p.should_exist.unwrap_or(false)));
+            // Ignition reads a missing shouldExist as true; an explicit false
+            // deletes the partition, so only what the admin wrote is passed on.
+            if let Some(v) = p.should_exist {
+                m.insert("shouldExist".into(), json!(v));
+            }
             let size = num(&p.size_mib);
             if let Some(v) = size {
                 m.insert("sizeMiB".into(), json!(v));
@@ -457,10 +461,9 @@ fn ignition_json(node: &MergedNode) -> String {
             if let Some(g) = &p.type_guid {
                 m.insert("typeGuid".into(), json!(g));
             }
-            m.insert(
-                "wipePartitionEntry".into(),
-                json!(p.wipe_partition_entry.unwrap_or(false)),
-            );
+            if let Some(v) = p.wipe_partition_entry {
+                m.insert("wipePartitionEntry".into(), json!(v));
+            }
             parts.push((n, size, J::Object(m)));
         }
         parts.sort_by_key(|(n, size, _)| (*n, size.is_none(), *size));
@@ -490,7 +493,10 @@ fn ignition_json(node: &MergedNode) -> String {
         if let Some(v) = &f.uuid {
             m.insert("uuid".into(), json!(v));
         }
-        m.insert("wipeFilesystem".into(), json!(f.wipe_filesystem.unwrap_or(false)));
+        m.insert(
+            "wipeFilesystem".into(),
+            json!(f.wipe_filesystem.unwrap_or(false)),
+        );
         jfs.push(J::Object(m));
     }
     let mut storage = Map::new();

@@ -7,7 +7,7 @@
 //! a short interval: a crash loses at most that interval's bindings, and those
 //! clients simply ask again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::Ipv4Addr;
@@ -57,7 +57,12 @@ pub struct LeaseTable {
     reserved: HashSet<u32>,
     /// Addresses a client declined (in use by someone else) until this time.
     declined: HashMap<u32, Secs>,
-    cursor: u32,
+    /// The next address never handed out; past `end` once all were.
+    fresh: u64,
+    /// Addresses handed back (released, expired, moved): reused in order.
+    recycled: BTreeSet<u32>,
+    /// When expired leases were last swept into `recycled`.
+    swept: Option<Secs>,
     log: Option<LeaseLog>,
 }
 
@@ -78,7 +83,9 @@ impl LeaseTable {
             by_ip: HashMap::new(),
             reserved: reserved.into_iter().map(u32::from).collect(),
             declined: HashMap::new(),
-            cursor: start,
+            fresh: u64::from(start),
+            recycled: BTreeSet::new(),
+            swept: None,
             log: None,
         }
     }
@@ -197,6 +204,7 @@ impl LeaseTable {
             && self.by_ip.get(&u32::from(old.ip)) == Some(&mac)
         {
             self.by_ip.remove(&u32::from(old.ip));
+            self.recycle(old.ip);
         }
         if let Some(prev) = self.by_ip.insert(u32::from(lease.ip), mac)
             && prev != mac
@@ -209,6 +217,13 @@ impl LeaseTable {
         if self.by_mac.get(&mac).is_some_and(|l| l.ip == ip) {
             self.by_mac.remove(&mac);
             self.by_ip.remove(&u32::from(ip));
+            self.recycle(ip);
+        }
+    }
+
+    fn recycle(&mut self, ip: Ipv4Addr) {
+        if self.in_range(ip) {
+            self.recycled.insert(u32::from(ip));
         }
     }
 
@@ -256,18 +271,50 @@ impl LeaseTable {
         Some(ip)
     }
 
+    /// The next address for a new client: never-used addresses first, then
+    /// recycled ones. When both run out, expired leases and declines are
+    /// swept back at most once a second, so a full range answers "none" in
+    /// constant time instead of scanning it for every DISCOVER.
     fn next_free(&mut self, mac: Mac, now: Secs) -> Option<u32> {
-        if self.start > self.end {
+        while self.fresh <= u64::from(self.end) {
+            let ip =
+                u32::try_from(self.fresh).expect("fresh stays within the u32 range while <= end");
+            self.fresh += 1;
+            if self.available(ip, mac, now) {
+                return Some(ip);
+            }
+        }
+        if let Some(ip) = self.pop_recycled(mac, now) {
+            return Some(ip);
+        }
+        if self.swept.is_some_and(|t| t >= now) {
             return None;
         }
-        let size = u64::from(self.end - self.start) + 1;
-        for _ in 0..size {
-            let ip = self.cursor;
-            self.cursor = if self.cursor >= self.end {
-                self.start
-            } else {
-                self.cursor + 1
-            };
+        self.swept = Some(now);
+        let expired: Vec<(Mac, Ipv4Addr)> = self
+            .by_mac
+            .iter()
+            .filter(|(_, l)| l.expires <= now)
+            .map(|(m, l)| (*m, l.ip))
+            .collect();
+        for (m, ip) in expired {
+            self.remove(m, ip);
+        }
+        let cleared: Vec<u32> = self
+            .declined
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in cleared {
+            self.declined.remove(&ip);
+            self.recycled.insert(ip);
+        }
+        self.pop_recycled(mac, now)
+    }
+
+    fn pop_recycled(&mut self, mac: Mac, now: Secs) -> Option<u32> {
+        while let Some(ip) = self.recycled.pop_first() {
             if self.available(ip, mac, now) {
                 return Some(ip);
             }
@@ -394,6 +441,31 @@ mod tests {
         );
         // Once the hold runs out, the address can go to someone else.
         assert_eq!(t.offer(mac(3), None, 100, 30), Some(ip("10.0.0.100")));
+    }
+
+    /// Regression: once the range was full, every DISCOVER scanned all of it
+    /// (2 ms each for a /16), which capped the server far below its speed.
+    #[test]
+    fn full_range_answers_none_and_reclaims_after_expiry() {
+        let mut t = LeaseTable::new(Some((ip("10.0.0.1"), ip("10.0.0.4"))), []);
+        for n in 1..=4 {
+            assert!(t.offer(mac(n), None, 0, 30).is_some());
+        }
+        for n in 5..=50 {
+            assert_eq!(t.offer(mac(n), None, 1, 30), None);
+        }
+        assert!(t.bind(mac(2), ip("10.0.0.2"), 1, 120));
+        // Holds expire at 30; mac 2's binding lasts to 121.
+        let got: Vec<_> = (60..63).map(|n| t.offer(mac(n), None, 40, 30)).collect();
+        assert_eq!(
+            got,
+            [
+                Some(ip("10.0.0.1")),
+                Some(ip("10.0.0.3")),
+                Some(ip("10.0.0.4"))
+            ]
+        );
+        assert_eq!(t.offer(mac(70), None, 40, 30), None, "mac 2 still holds .2");
     }
 
     #[test]
