@@ -321,16 +321,38 @@ fn kill_9_during_apply_leaves_each_file_old_or_new() {
     head.serve(old_gz.clone());
     assert!(node.once(&head.url(), &[]).status.success());
     old.assert_applied(&node.root);
-    // How long a full apply of the new overlay takes.
+    // `pending.json` exists exactly while an apply runs: measure that window
+    // once, then aim every kill inside it (a delay counted from the start of
+    // the process mostly lands in the download instead).
+    let pending = node.state.join("pending.json");
+    let spawn = || {
+        node.command(&head.url())
+            .arg("--once")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let wait_pending = |child: &mut std::process::Child| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pending.exists() && child.try_wait().unwrap().is_none() && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
     head.serve(new_gz.clone());
+    let mut child = spawn();
+    wait_pending(&mut child);
     let t = Instant::now();
-    assert!(node.once(&head.url(), &[]).status.success());
-    let full = t.elapsed();
-    eprintln!("full apply of {} files: {full:?}", new.0.len());
+    assert!(child.wait().unwrap().success());
+    let window = t.elapsed().max(Duration::from_millis(2));
+    eprintln!("apply of {} files took about {window:?}", new.0.len());
 
     let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
     let mut killed_mid_apply = 0;
-    for run in 0..30 {
+    // At least 30 runs; more (up to 120) until 3 kills have landed in the
+    // middle of an apply, so a loaded machine cannot make the test vacuous.
+    let mut run = 0;
+    while run < 30 || (killed_mid_apply < 3 && run < 120) {
         // Back to the old overlay, completely.
         head.serve(old_gz.clone());
         assert!(
@@ -343,13 +365,9 @@ fn kill_9_during_apply_leaves_each_file_old_or_new() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = full.mul_f64((seed % 1000) as f64 / 1000.0);
-        let mut child = node
-            .command(&head.url())
-            .arg("--once")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let delay = window.mul_f64((seed % 1000) as f64 / 1000.0);
+        let mut child = spawn();
+        wait_pending(&mut child);
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
@@ -387,8 +405,9 @@ fn kill_9_during_apply_leaves_each_file_old_or_new() {
             killed_mid_apply += 1;
         }
         eprintln!("run {run}: killed after {delay:?} ({status}): {old_files} old, {new_files} new");
+        run += 1;
     }
-    eprintln!("{killed_mid_apply} of 30 runs were killed in the middle of an apply");
+    eprintln!("{killed_mid_apply} of {run} runs were killed in the middle of an apply");
     assert!(
         killed_mid_apply >= 3,
         "the kill delays missed the apply window"
@@ -480,10 +499,18 @@ fn broken_head_backs_off_then_recovers() {
     // Fixed: SIGHUP applies at once.
     head.set_fail(None);
     signal(&child, libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !node.root.join("etc/passwd").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    // Wait for the whole apply, not just its first file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let quietly = |root: &std::path::Path| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| base().assert_applied(root)))
+            .is_ok()
+    };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    while !quietly(&node.root) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    std::panic::set_hook(hook);
     base().assert_applied(&node.root);
     signal(&child, libc::SIGTERM);
     assert!(wait_exit(&mut child, Duration::from_secs(5)).is_some_and(|s| s.success()));

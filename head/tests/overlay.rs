@@ -434,8 +434,8 @@ fn ignition_json_comes_from_disks_and_filesystems() {
     assert_eq!(
         text(&s.image("n2", "__SYSTEM__")["warewulf/ignition.json"]),
         "{\"ignition\":{\"version\":\"3.1.0\"},\"storage\":{\"disks\":[{\"device\":\"/dev/vda\",\
-         \"partitions\":[{\"label\":\"scratch\",\"number\":1,\"shouldExist\":true,\
-         \"wipePartitionEntry\":false}],\"wipeTable\":true}],\"filesystems\":[{\"device\":\
+         \"partitions\":[{\"label\":\"scratch\",\"number\":1,\"shouldExist\":true}],\
+         \"wipeTable\":true}],\"filesystems\":[{\"device\":\
          \"/dev/disk/by-partlabel/scratch\",\"format\":\"btrfs\",\"path\":\"/scratch\",\
          \"wipeFilesystem\":true}]}}"
     );
