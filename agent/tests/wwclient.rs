@@ -516,19 +516,29 @@ fn broken_head_backs_off_then_recovers() {
     assert!(wait_exit(&mut child, Duration::from_secs(5)).is_some_and(|s| s.success()));
 }
 
-/// The real head: `wwctl server` from the same target directory, in a temp
-/// site with `secure: true`. Skipped (with a message) when `wwctl` has not
-/// been built, since this crate must not depend on `head`.
+/// The real head: `wwctl server` from the same target directory (built
+/// first when missing), in a temp site with `secure: true`.
 #[test]
 fn real_head_secure_sync_304_and_delete() {
     let wwctl = std::path::Path::new(env!("CARGO_BIN_EXE_wwclient")).with_file_name("wwctl");
     if !wwctl.exists() {
-        eprintln!(
-            "skipped: {} not built (cargo build -p head)",
-            wwctl.display()
-        );
-        return;
+        // This crate must not depend on `head`: build the binary instead.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "head", "--bin", "wwctl"])
+            .current_dir(workspace)
+            .status()
+            .unwrap();
+        assert!(status.success(), "building wwctl for the real-head test");
     }
+    assert!(
+        wwctl.exists(),
+        "{} missing after cargo build",
+        wwctl.display()
+    );
     let site = tempfile::tempdir().unwrap();
     let r = site.path();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

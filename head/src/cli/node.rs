@@ -461,16 +461,7 @@ fn set(path: &Path, a: SetArgs) -> Result<()> {
     } else {
         a.patterns.clone()
     };
-    if !a.yes {
-        let db = NodeDb::load(path)?;
-        let names = select(db.conf.nodes(), &patterns, "node")?;
-        if !confirm(&format!(
-            "Are you sure you want to modify {} node(s)?",
-            names.len()
-        ))? {
-            bail!("aborted");
-        }
-    }
+    confirm_selected(path, Entries::Nodes, &patterns, "modify", a.yes)?;
     update(path, |db| {
         let names = select(db.nodes(), &patterns, "node")?;
         for name in names {
@@ -489,16 +480,7 @@ fn set(path: &Path, a: SetArgs) -> Result<()> {
 }
 
 fn unset(path: &Path, a: UnsetCmd) -> Result<()> {
-    if !a.yes {
-        let db = NodeDb::load(path)?;
-        let names = select(db.conf.nodes(), &a.patterns, "node")?;
-        if !confirm(&format!(
-            "Are you sure you want to modify {} node(s)?",
-            names.len()
-        ))? {
-            bail!("aborted");
-        }
-    }
+    confirm_selected(path, Entries::Nodes, &a.patterns, "modify", a.yes)?;
     update(path, |db| {
         for name in select(db.nodes(), &a.patterns, "node")? {
             let node = db
@@ -519,18 +501,7 @@ fn unset(path: &Path, a: UnsetCmd) -> Result<()> {
 }
 
 fn delete(path: &Path, a: DeleteArgs) -> Result<()> {
-    if !a.yes {
-        let db = NodeDb::load(path)?;
-        let names = select(db.conf.nodes(), &a.patterns, "node")?;
-        let msg = format!(
-            "Are you sure you want to delete {} node(s): {}?",
-            names.len(),
-            hostlist::collapse(&names)
-        );
-        if !confirm(&msg)? {
-            bail!("aborted");
-        }
-    }
+    confirm_selected(path, Entries::Nodes, &a.patterns, "delete", a.yes)?;
     update(path, |db| {
         for name in select(db.nodes(), &a.patterns, "node")? {
             db.nodes_mut().remove(&name);
@@ -794,6 +765,46 @@ pub(crate) fn check_input(
         })
         .collect();
     Err(NodeDbError::Invalid(located).into())
+}
+
+/// Which map of `nodes.conf` a command works on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Entries {
+    Nodes,
+    Profiles,
+}
+
+/// Unless `yes`, asks whether to `verb` the entries `patterns` select
+/// (deletions list them) and fails with "aborted" on anything but yes.
+pub(crate) fn confirm_selected(
+    path: &Path,
+    entries: Entries,
+    patterns: &[String],
+    verb: &str,
+    yes: bool,
+) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    let db = NodeDb::load(path)?;
+    let (map, what) = match entries {
+        Entries::Nodes => (db.conf.nodes(), "node"),
+        Entries::Profiles => (db.conf.profiles(), "profile"),
+    };
+    let names = select(map, patterns, what)?;
+    let mut question = format!("Are you sure you want to {verb} {} {what}(s)", names.len());
+    if verb == "delete" {
+        let listed = match entries {
+            Entries::Nodes => hostlist::collapse(&names),
+            Entries::Profiles => names.join(","),
+        };
+        question.push_str(&format!(": {listed}"));
+    }
+    question.push('?');
+    if !confirm(&question)? {
+        bail!("aborted");
+    }
+    Ok(())
 }
 
 /// Names in `map` matching any pattern (exact name, hostlist or glob); a

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 
 use super::Context;
 use super::node::{
-    FieldArgs, UnsetArgs, check_input, confirm, edit_yaml, parse_entry_map, select, select_any,
-    update,
+    Entries, FieldArgs, UnsetArgs, check_input, confirm_selected, edit_yaml, parse_entry_map,
+    select, select_any, update,
 };
 use super::output::{FormatArgs, Table};
 use crate::nodedb::merge::flatten;
@@ -150,16 +150,7 @@ fn set(path: &Path, a: SetArgs) -> Result<()> {
     } else {
         a.patterns.clone()
     };
-    if !a.yes {
-        let db = NodeDb::load(path)?;
-        let names = select(db.conf.profiles(), &patterns, "profile")?;
-        if !confirm(&format!(
-            "Are you sure you want to modify {} profile(s)?",
-            names.len()
-        ))? {
-            bail!("aborted");
-        }
-    }
+    confirm_selected(path, Entries::Profiles, &patterns, "modify", a.yes)?;
     update(path, |db| {
         for name in select(db.profiles(), &patterns, "profile")? {
             let p = db
@@ -176,16 +167,7 @@ fn set(path: &Path, a: SetArgs) -> Result<()> {
 }
 
 fn unset(path: &Path, a: UnsetCmd) -> Result<()> {
-    if !a.yes {
-        let db = NodeDb::load(path)?;
-        let names = select(db.conf.profiles(), &a.patterns, "profile")?;
-        if !confirm(&format!(
-            "Are you sure you want to modify {} profile(s)?",
-            names.len()
-        ))? {
-            bail!("aborted");
-        }
-    }
+    confirm_selected(path, Entries::Profiles, &a.patterns, "modify", a.yes)?;
     update(path, |db| {
         for name in select(db.profiles(), &a.patterns, "profile")? {
             let p = db
@@ -200,18 +182,7 @@ fn unset(path: &Path, a: UnsetCmd) -> Result<()> {
 }
 
 fn delete(path: &Path, a: DeleteArgs) -> Result<()> {
-    if !a.yes {
-        let db = NodeDb::load(path)?;
-        let names = select(db.conf.profiles(), &a.patterns, "profile")?;
-        let msg = format!(
-            "Are you sure you want to delete {} profile(s): {}?",
-            names.len(),
-            names.join(",")
-        );
-        if !confirm(&msg)? {
-            bail!("aborted");
-        }
-    }
+    confirm_selected(path, Entries::Profiles, &a.patterns, "delete", a.yes)?;
     update(path, |db| {
         for name in select(db.profiles(), &a.patterns, "profile")? {
             db.profiles_mut().remove(&name);
