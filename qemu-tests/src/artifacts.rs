@@ -52,12 +52,32 @@ pub fn test_init() -> Result<PathBuf> {
 }
 
 fn ensure_test_init() -> Result<PathBuf> {
-    let binary = target_dir()
-        .join(MUSL_TARGET)
-        .join("release")
-        .join("test-init");
-    let sources = workspace_root().join("qemu-tests").join("test-init");
-    if is_fresh(&binary, &sources)? {
+    ensure_static("test-init", "test-init", &["qemu-tests/test-init"])
+}
+
+/// Path of the static `wwclient` (package `agent`), built first if missing
+/// or older than its sources.
+pub fn wwclient() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            ensure_static("agent", "wwclient", &["agent", "initramfs", "proto"])
+                .map_err(|err| format!("{err:#}"))
+        })
+        .clone()
+        .map_err(|msg| anyhow!(msg))
+}
+
+/// Builds `bin` of `package` for [`MUSL_TARGET`] unless it is newer than
+/// every file under the workspace folders `sources` (its crate and the
+/// workspace crates it depends on).
+fn ensure_static(package: &str, bin: &str, sources: &[&str]) -> Result<PathBuf> {
+    let binary = target_dir().join(MUSL_TARGET).join("release").join(bin);
+    let mut fresh = true;
+    for dir in sources {
+        fresh &= is_fresh(&binary, &workspace_root().join(dir))?;
+    }
+    if fresh {
         return Ok(binary);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -66,24 +86,23 @@ fn ensure_test_init() -> Result<PathBuf> {
             "build",
             "--release",
             "-p",
-            "test-init",
+            package,
+            "--bin",
+            bin,
             "--target",
             MUSL_TARGET,
         ])
         .current_dir(workspace_root())
         .status()
-        .with_context(|| format!("running {} build -p test-init", cargo.to_string_lossy()))?;
+        .with_context(|| format!("running {} build -p {package}", cargo.to_string_lossy()))?;
     if !status.success() {
         bail!(
-            "building test-init failed ({status}); try `rustup target add {MUSL_TARGET}` and \
-             `cargo build --release -p test-init --target {MUSL_TARGET}`"
+            "building {bin} failed ({status}); try `rustup target add {MUSL_TARGET}` and \
+             `cargo build --release -p {package} --target {MUSL_TARGET}`"
         );
     }
     if !binary.is_file() {
-        bail!(
-            "cargo built test-init but {} does not exist",
-            binary.display()
-        );
+        bail!("cargo built {bin} but {} does not exist", binary.display());
     }
     Ok(binary)
 }

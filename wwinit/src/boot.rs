@@ -165,6 +165,12 @@ pub const STAGES: &[Stage] = &[
         name: "selinux",
         run: selinux,
     },
+    // Images without systemd: start wwclient ourselves, last, so it sees the
+    // final root (systemd images start it from its unit instead).
+    Stage {
+        name: "wwclient",
+        run: start_wwclient,
+    },
     // Last: replaces us.
     Stage {
         name: "init",
@@ -583,6 +589,28 @@ fn selinux(ctx: &mut Ctx<'_>) -> Result<Outcome> {
     )))
 }
 
+/// Where the `wwclient` overlay installs the runtime overlay agent.
+const WWCLIENT: &str = "/warewulf/wwclient";
+
+fn start_wwclient(ctx: &mut Ctx<'_>) -> Result<Outcome> {
+    if !ctx.sys.exists(WWCLIENT) {
+        return Ok(Outcome::Skipped("no /warewulf/wwclient"));
+    }
+    let init = ctx.config.init.clone();
+    let target = ctx.sys.canonical(&init).unwrap_or(init);
+    if target.contains("systemd") {
+        return Ok(Outcome::Skipped("systemd starts it from its unit"));
+    }
+    // A node that cannot run wwclient still boots; it just misses updates.
+    match ctx.sys.spawn(WWCLIENT, &[]) {
+        Ok(pid) => Ok(Outcome::Done(format!("started {WWCLIENT} (pid {pid})"))),
+        Err(e) => {
+            log::warn(&format!("starting {WWCLIENT}: {e}"));
+            Ok(Outcome::Skipped("wwclient failed to start"))
+        }
+    }
+}
+
 fn exec_init(ctx: &mut Ctx<'_>) -> Result<Outcome> {
     let init = ctx.config.init.clone();
     log::info(&format!("exec {init}"));
@@ -647,6 +675,54 @@ mod tests {
         let mut want: Vec<&str> = EARLY.to_vec();
         want.push("exec /sbin/init /sbin/init");
         assert_eq!(sys.calls, want);
+    }
+
+    #[test]
+    fn wwclient_is_started_before_a_non_systemd_init() {
+        let mut sys = FakeSys::new()
+            .with_file("/proc/cmdline", "console=ttyS0")
+            .with_file("/warewulf/wwinit.conf", "root=initramfs\ninit=/sbin/init\n")
+            .with_file("/warewulf/wwclient", "binary")
+            .with_file("/sbin/init", "#!/bin/sh");
+        run(&mut sys);
+        let tail: Vec<&str> = sys
+            .calls
+            .iter()
+            .rev()
+            .take(2)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            ["spawn /warewulf/wwclient", "exec /sbin/init /sbin/init"]
+        );
+    }
+
+    #[test]
+    fn wwclient_is_left_to_systemd_and_absent_clients_are_skipped() {
+        let mut sys = FakeSys::new()
+            .with_file("/proc/cmdline", "console=ttyS0")
+            .with_file("/warewulf/wwinit.conf", "root=initramfs\ninit=/sbin/init\n")
+            .with_file("/warewulf/wwclient", "binary");
+        sys.links
+            .insert("/sbin/init".into(), "/usr/lib/systemd/systemd".into());
+        run(&mut sys);
+        assert!(
+            !sys.calls.iter().any(|c| c.starts_with("spawn")),
+            "{:?}",
+            sys.calls
+        );
+
+        let mut sys = FakeSys::new()
+            .with_file("/proc/cmdline", "console=ttyS0")
+            .with_file("/warewulf/wwinit.conf", "root=initramfs\ninit=/sbin/init\n");
+        run(&mut sys);
+        assert!(
+            !sys.calls.iter().any(|c| c.starts_with("spawn")),
+            "{:?}",
+            sys.calls
+        );
     }
 
     #[test]

@@ -182,6 +182,20 @@ impl Sys for RealSys {
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
+    fn spawn(&mut self, program: &str, args: &[&str]) -> io::Result<u32> {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        Ok(child.id())
+    }
+
+    fn canonical(&mut self, path: &str) -> Option<String> {
+        std::fs::canonicalize(path)
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
     fn exec(&mut self, program: &str, args: &[&str]) -> io::Error {
         let prog = match cstr(program) {
             Ok(p) => p,

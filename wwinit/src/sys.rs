@@ -83,6 +83,11 @@ pub trait Sys {
     fn chroot(&mut self, path: &str) -> io::Result<()>;
     /// Runs a program to completion; its exit code (signal death = 128+sig).
     fn run(&mut self, program: &str, args: &[&str], env: &[(&str, &str)]) -> io::Result<i32>;
+    /// Starts a program in the background (it outlives our exec of init,
+    /// which then reaps it); its PID.
+    fn spawn(&mut self, program: &str, args: &[&str]) -> io::Result<u32>;
+    /// `path` with every symlink resolved, if it exists.
+    fn canonical(&mut self, path: &str) -> Option<String>;
     /// `execv`; returns only on failure.
     fn exec(&mut self, program: &str, args: &[&str]) -> io::Error;
     /// Loads `extra` modules and those matching present hardware; how many loaded.
@@ -146,6 +151,8 @@ pub mod fake {
         pub net: Option<NetInfo>,
         /// Set by `set_timeouts` (not a recorded call: it touches nothing).
         pub timeouts: Option<(std::time::Duration, std::time::Duration)>,
+        /// Symlinks `canonical` resolves: path → target.
+        pub links: BTreeMap<String, String>,
     }
 
     impl FakeSys {
@@ -245,6 +252,20 @@ pub mod fake {
             );
             let key = format!("{program} {}", args.first().copied().unwrap_or(""));
             Ok(self.exit_codes.get(key.trim()).copied().unwrap_or(0))
+        }
+        fn spawn(&mut self, program: &str, args: &[&str]) -> io::Result<u32> {
+            self.rec(
+                format!("spawn {program} {}", args.join(" "))
+                    .trim_end()
+                    .to_owned(),
+            );
+            Ok(4242)
+        }
+        fn canonical(&mut self, path: &str) -> Option<String> {
+            match self.links.get(path) {
+                Some(target) => Some(target.clone()),
+                None => self.exists(path).then(|| path.to_owned()),
+            }
         }
         fn exec(&mut self, program: &str, args: &[&str]) -> io::Error {
             self.rec(format!("exec {program} {}", args.join(" ")));
