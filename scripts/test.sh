@@ -45,6 +45,7 @@ fi
 step "test-init (static)" cargo build --release -p test-init --target x86_64-unknown-linux-musl
 step "tests" tests
 step "doc tests" cargo test --workspace --doc
+step "install (temporary DESTDIR)" scripts/check-install.sh
 
 printf '\n==== summary ====\n'
 if ((${#failed[@]})); then
