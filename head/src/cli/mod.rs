@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config};
 
 pub mod configure;
+pub mod editor;
 pub mod image;
 pub mod node;
 pub mod output;

@@ -700,20 +700,7 @@ pub(crate) fn edit_yaml(entries: &BTreeMap<String, NodeConf>) -> Result<Option<(
         .tempfile()
         .context("creating a temp file")?;
     std::fs::write(tmp.path(), format!("{header}{before}")).context("writing the temp file")?;
-    let editor = std::env::var("EDITOR")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .unwrap_or_else(|| "vi".into());
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(tmp.path())
-        .status()
-        .with_context(|| format!("running {editor}"))?;
-    if !status.success() {
-        bail!("{editor} exited with {status}");
-    }
+    super::editor::edit(tmp.path())?;
     let after = std::fs::read_to_string(tmp.path()).context("reading the edited file")?;
     if after == format!("{header}{before}") {
         return Ok(None);

@@ -432,20 +432,7 @@ fn edit(store: &OverlayStore, args: &FileArgs) -> Result<()> {
         .tempfile()
         .context("creating a temp file to edit")?;
     fs::write(tmp.path(), &old).context("writing the temp file")?;
-    let editor = std::env::var("EDITOR")
-        .ok()
-        .filter(|e| !e.is_empty())
-        .unwrap_or_else(|| "vi".to_string());
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(tmp.path())
-        .status()
-        .with_context(|| format!("running {editor}"))?;
-    if !status.success() {
-        bail!("{editor} failed ({status}); {} unchanged", args.file);
-    }
+    super::editor::edit(tmp.path()).with_context(|| format!("{} unchanged", args.file))?;
     let new = fs::read(tmp.path()).context("reading the edited file")?;
     if new == old {
         return Ok(());

@@ -12,8 +12,6 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use fs4::fs_std::FileExt;
-
 use super::merge::{MergedNode, merge_all, merge_node};
 use super::model::NodesConf;
 use super::validate::{Problem, validate};
@@ -282,7 +280,7 @@ pub fn lock(path: &Path) -> Result<File, NodeDbError> {
             path: lock_path.clone(),
             source,
         })?;
-    FileExt::lock_exclusive(&file).map_err(|source| NodeDbError::Lock {
+    file.lock().map_err(|source| NodeDbError::Lock {
         path: lock_path,
         source,
     })?;

@@ -206,7 +206,8 @@ pub fn assign_discovered(nodes_path: &Path, mac: Mac) -> Result<Option<String>, 
     })
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

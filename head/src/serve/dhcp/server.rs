@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dhcproto::v4::Message;
@@ -172,7 +172,7 @@ impl Dhcp {
                 &self.settings,
                 &hosts,
                 &mut leases,
-                unix_now(),
+                crate::serve::unix_now(),
                 via_proxy_port,
             )
         };
@@ -326,11 +326,4 @@ fn bind(device: Option<&str>, port: u16) -> Result<UdpSocket> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
     sock.bind(&addr.into()).with_context(what)?;
     Ok(sock.into())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -76,7 +76,7 @@ impl StatusTable {
         entry.stage = stage.to_owned();
         entry.sent = sent.to_owned();
         entry.ipaddr = ipaddr.to_owned();
-        entry.last_seen = unix_now();
+        entry.last_seen = crate::serve::unix_now();
         entry.bytes_sent = entry.bytes_sent.saturating_add(bytes);
         entry.detail.clear();
     }
@@ -88,7 +88,7 @@ impl StatusTable {
         entry.node_name = node.to_owned();
         entry.stage = report.stage.trim().to_owned();
         entry.ipaddr = ipaddr.to_owned();
-        entry.last_seen = unix_now();
+        entry.last_seen = crate::serve::unix_now();
         let detail = report.detail.as_deref().unwrap_or_default();
         entry.detail = detail
             .chars()
@@ -116,11 +116,4 @@ impl StatusTable {
         text.push('\n');
         text
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
