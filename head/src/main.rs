@@ -4,15 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-mod cli;
-mod config;
-mod fsutil;
-mod image;
-mod logging;
-mod nodedb;
-mod overlay;
-mod serve;
+use head::{cli, logging};
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -1,0 +1,11 @@
+//! The Ironwulf head node as a library: everything `wwctl` does, so the
+//! binary, the benchmarks and the fuzz targets share one implementation.
+
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod image;
+pub mod logging;
+pub mod nodedb;
+pub mod overlay;
+pub mod serve;
