@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Boot a small cluster from an Ironwulf head, on one machine (root, Debian 12):
+# Boot a small Debian cluster from an Ironwulf head, on one machine (root,
+# Debian 12):
 #
-#   1. install what is missing, build every binary (`cargo build --release`),
-#      fetch Debian's kernel (scripts/fetch-kernel.sh);
-#   2. make a temporary site: warewulf.conf, two nodes in nodes.conf, a small
-#      busybox image with Debian's kernel, built with `wwctl image build` and
+#   1. install what is missing, build wwctl and the static node binaries
+#      (wwinit, wwclient), fetch Debian's kernel and build the Debian 12 node
+#      image once (scripts/build-debian-image.sh, cached);
+#   2. make a temporary site: warewulf.conf, the shipped overlays installed
+#      with scripts/install.sh, `wwctl configure ssh` with a throw-away root
+#      key (the head runs with a private /root: nothing in your /root/.ssh is
+#      read or changed), two nodes in nodes.conf, `wwctl image build` and
 #      `wwctl overlay build`;
 #   3. make a private network (a namespace with a bridge and two taps; no
 #      packet leaves it) and start `wwctl server` there: embedded DHCP, TFTP,
 #      HTTP;
-#   4. power on two QEMU nodes (TCG, SeaBIOS + iPXE): DHCP → iPXE script →
-#      kernel, image and overlays over HTTP → /init, which prints the host
-#      name and /etc/hosts the overlays gave it, then powers off;
-#   5. print the head's /status and clean up (--keep leaves the head running).
-#
-# The full Debian image with systemd, wwinit and wwclient arrives with the
-# boot-matrix issue; this image's /init is a busybox script.
+#   4. power on two QEMU nodes (TCG, SeaBIOS + iPXE): DHCP → iPXE → kernel,
+#      image and overlays over HTTP → wwinit → systemd → multi-user.target,
+#      with host name, address, SSH keys from the overlays and wwclient
+#      keeping the runtime overlay current;
+#   5. print each node's boot status from the head's /status and run a
+#      command on each node over SSH, then clean up (--keep leaves the head
+#      and the nodes running and prints how to reach and stop them).
 set -euo pipefail
 
 keep=0
@@ -24,29 +28,48 @@ keep=0
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 step() { printf '\n==== %s ====\n' "$*"; }
-marker="IRONWULF-DEMO:"
+musl=x86_64-unknown-linux-musl
+target="${CARGO_TARGET_DIR:-$repo/target}"
+
+if [[ $EUID -ne 0 ]]; then
+  echo "demo: run as root (network namespaces, QEMU taps, debootstrap)" >&2
+  exit 1
+fi
 
 step "prerequisites"
 need=()
-dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
-[[ -e /usr/lib/ipxe/qemu/pxe-virtio.rom || -e /usr/lib/ipxe/undionly.kpxe ]] || need+=(ipxe)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
+[[ -e /usr/lib/ipxe/undionly.kpxe ]] || need+=(ipxe)
+for pkg in curl:curl ip:iproute2 debootstrap:debootstrap ssh:openssh-client \
+  ssh-keygen:openssh-client depmod:kmod musl-gcc:musl-tools cc:build-essential; do
+  PATH="$PATH:/usr/sbin:/sbin" command -v "${pkg%%:*}" >/dev/null 2>&1 || need+=("${pkg#*:}")
+done
 if ((${#need[@]})); then
   echo "installing ${need[*]}"
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
 fi
+if [[ -f "$HOME/.cargo/env" ]]; then
+  # shellcheck disable=SC1091
+  source "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "installing the Rust toolchain (rustup)"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  # shellcheck disable=SC1091
+  source "$HOME/.cargo/env"
+fi
+rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup target add "$musl"
 echo "ok"
 
-step "cargo build --release"
-cargo build --release
-wwctl="${CARGO_TARGET_DIR:-$repo/target}/release/wwctl"
+step "build wwctl, wwinit, wwclient (release)"
+cargo build --release -p head
+cargo build --release --target "$musl" -p wwinit -p agent
+wwctl="$target/release/wwctl"
 
-step "fetch Debian's kernel"
-vmlinuz="$(scripts/fetch-kernel.sh amd64)"
-echo "kernel: $vmlinuz"
+step "the Debian 12 node image (built once, then cached)"
+image="$(scripts/build-debian-image.sh)"
+echo "image tree: $image"
 
 site="$(mktemp -d /tmp/ironwulf-demo.XXXXXX)"
 ns="iwdemo$$"
@@ -63,13 +86,15 @@ if ((keep == 0)); then
 fi
 
 step "a temporary site in $site"
-mkdir -p "$site"/{etc/warewulf,chroots,overlays,provision,var,tftpboot}
+mkdir -p "$site"/{etc/warewulf,chroots,overlays,provision,var,tftpboot,roothome}
+chmod 0700 "$site/roothome"
 conf="$site/etc/warewulf/warewulf.conf"
 cat >"$conf" <<CONF
 ipaddr: 10.99.0.1/24
 warewulf:
   port: 9873
   secure: false
+  update interval: 10
 dhcp:
   enabled: true
   range start: 10.99.0.100
@@ -78,9 +103,12 @@ dhcp:
 tftp:
   enabled: true
   tftproot: $site/tftpboot
+ssh:
+  key types: [ed25519]
 paths:
   sysconfdir: $site/etc
   localstatedir: $site/var
+  datadir: $site/install/usr/share
   wwoverlaydir: $site/overlays
   wwchrootdir: $site/chroots
   wwprovisiondir: $site/provision
@@ -89,11 +117,11 @@ CONF
 cat >"$site/etc/warewulf/nodes.conf" <<'NODES'
 nodeprofiles:
   default:
-    image name: demo
-    system overlay: [hostname, hosts, issue]
-    runtime overlay: [hosts]
+    image name: debian
+    system overlay: [wwinit, wwclient, hosts, hostname, ssh.host_keys, issue, systemd.networkd]
+    runtime overlay: [hosts, ssh.authorized_keys]
     kernel:
-      args: [console=ttyS0, panic=-1, quiet]
+      args: [console=ttyS0, wwinit.crash=poweroff]
 nodes:
   n01:
     profiles: [default]
@@ -110,31 +138,24 @@ nodes:
         ipaddr: 10.99.0.12
         netmask: 255.255.255.0
 NODES
-export WAREWULFCONF="$conf" IRONWULF_DIST_OVERLAYS="$repo/overlays"
-"$wwctl" node list
-
-# The image: busybox, a console device, the kernel where Warewulf looks for
-# it, and an /init that reports what the overlays delivered.
-root="$site/chroots/demo/rootfs"
-mkdir -p "$root"/{bin,boot,dev,etc,proc,sys,tmp}
-cp /bin/busybox "$root/bin/busybox"
-ln -s busybox "$root/bin/sh"
-cp "$vmlinuz" "$root/boot/$(basename "$vmlinuz" | sed 's/^\(vmlinuz-\)\{0,1\}/vmlinuz-/')"
-mknod "$root/dev/console" c 5 1
-cat >"$root/init" <<'INIT'
-#!/bin/sh
-bb=/bin/busybox
-$bb mount -t proc proc /proc
-wwid=$($bb sed -n 's/.* wwid=\([^ ]*\).*/\1/p' /proc/cmdline)
-echo "IRONWULF-DEMO: $($bb cat /etc/hostname) booted (wwid $wwid); /etc/hosts from the overlay:"
-$bb grep -E '^10\.99' /etc/hosts | $bb sed 's/^/IRONWULF-DEMO:   /'
-echo "IRONWULF-DEMO: done"
-$bb poweroff -f
-INIT
-chmod 0755 "$root/init"
-"$wwctl" image build demo
-"$wwctl" overlay build
-"$wwctl" image list
+DESTDIR="$site/install" NO_BUILD=1 scripts/install.sh >/dev/null
+export WAREWULFCONF="$conf"
+# Every wwctl runs with $site/roothome as /root, so `configure ssh` makes
+# root's key pair there and the ssh.authorized_keys overlay reads it there.
+home="$site/roothome"
+private_root() {
+  unshare --mount --propagation private -- sh -c 'mount --bind "$0" /root && exec "$@"' "$home" "$@"
+}
+ww() { private_root env HOME=/root "$wwctl" "$@"; }
+ww configure ssh
+ww node list
+# Hard links are enough: `wwctl image build` only reads the tree.
+mkdir -p "$site/chroots/debian"
+cp -al "$image" "$site/chroots/debian/rootfs" 2>/dev/null ||
+  { rm -rf "$site/chroots/debian/rootfs" && cp -a "$image" "$site/chroots/debian/rootfs"; }
+ww image build debian
+ww overlay build
+ww image list
 
 step "a private boot network ($ns: br0 10.99.0.1/24, tap0, tap1)"
 ip netns add "$ns"
@@ -149,25 +170,34 @@ for t in tap0 tap1; do
 done
 
 step "wwctl server (DHCP, TFTP, HTTP)"
-ip netns exec "$ns" "$wwctl" -v server 2>"$site/server.log" &
+private_root env HOME=/root ip netns exec "$ns" "$wwctl" -v server 2>"$site/server.log" &
 pids+=($!)
-for _ in $(seq 50); do
+for _ in $(seq 100); do
   ip netns exec "$ns" curl -fsS http://10.99.0.1:9873/status >/dev/null 2>&1 && break
   sleep 0.2
 done
 echo "head up: http://10.99.0.1:9873 (log: $site/server.log)"
 
-step "power on n01 and n02 (QEMU, TCG, network boot)"
+step "power on n01 and n02 (QEMU, TCG, network boot; about 1-3 minutes)"
 for n in 1 2; do
-  ip netns exec "$ns" qemu-system-x86_64 -accel tcg -m 512 -display none -no-reboot \
+  ip netns exec "$ns" qemu-system-x86_64 -accel tcg -m 1024 -display none -no-reboot \
     -boot n -serial "file:$site/n0$n.console" \
     -netdev "tap,id=n0,ifname=tap$((n - 1)),script=no,downscript=no" \
-    -device "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:0$n" &
+    -device "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:0$n" </dev/null 2>/dev/null &
   pids+=($!)
 done
-deadline=$((SECONDS + 300))
+ssh_node() {
+  ip netns exec "$ns" ssh -F /dev/null -i "$home/.ssh/id_ed25519" \
+    -o UserKnownHostsFile="$site/known_hosts" -o StrictHostKeyChecking=yes \
+    -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR "root@$1" "$2"
+}
+hostkey="$(cat "$site/etc/warewulf/keys/ssh_host_ed25519_key.pub")"
+printf '10.99.0.11 %s\n10.99.0.12 %s\n' "$hostkey" "$hostkey" >"$site/known_hosts"
+boot_start=$SECONDS
+deadline=$((SECONDS + 600))
 for n in 1 2; do
-  until grep -q "$marker done" "$site/n0$n.console" 2>/dev/null; do
+  until grep -aq "n0$n login:" "$site/n0$n.console" 2>/dev/null &&
+    ssh_node "10.99.0.1$n" "systemctl is-active --quiet multi-user.target" 2>/dev/null; do
     if ((SECONDS > deadline)); then
       echo "n0$n did not boot in time; its console:" >&2
       tail -20 "$site/n0$n.console" >&2 || true
@@ -175,22 +205,37 @@ for n in 1 2; do
       tail -20 "$site/server.log" >&2
       exit 1
     fi
-    sleep 1
+    sleep 2
   done
+  echo "n0$n: multi-user.target reached $((SECONDS - boot_start)) s after power-on"
 done
 
-step "what the nodes printed"
-for n in 1 2; do grep -a "$marker" "$site/n0$n.console" | tr -d '\r'; done
+step "node status (from the head's /status)"
+# One node per line from the pretty-printed JSON of GET /status.
+ip netns exec "$ns" curl -fsS http://10.99.0.1:9873/status | awk -F'"' '
+  BEGIN { printf "%-8s %-16s %-14s %-10s %s\n", "NODE", "STAGE", "IPADDR", "MB SENT", "LAST SEEN" }
+  /"node name"/ { name = $4 }
+  /"stage"/ { stage = $4 }
+  /"ipaddr"/ { ip = $4 }
+  /"bytes sent"/ { split($0, a, ":"); sent = a[2] + 0 }
+  /"last seen"/ { split($0, a, ":"); seen = a[2] + 0 }
+  /^    }/ {
+    printf "%-8s %-16s %-14s %-10.1f %ds ago\n", name, stage, ip, sent / 1e6, systime() - seen
+  }'
 
-step "the head's /status"
-ip netns exec "$ns" curl -fsS http://10.99.0.1:9873/status
-echo
+step "a command on each node, over SSH with the site's root key"
+for n in 1 2; do
+  ssh_node "10.99.0.1$n" 'echo "$(hostname): $(uname -sr), systemd $(systemctl is-system-running), $(ip -4 -br addr show scope global | tr -s " ")"'
+done
 
 if ((keep)); then
   cat <<EOF
 
-Left running (--keep): head PID ${pids[0]} in namespace $ns, site $site.
-Stop it with: kill ${pids[*]}; ip netns del $ns; rm -rf $site
+Left running (--keep): head and nodes (PIDs ${pids[*]}) in namespace $ns,
+site $site. Log in to a node:
+  ip netns exec $ns ssh -i $home/.ssh/id_ed25519 -o UserKnownHostsFile=$site/known_hosts root@10.99.0.11
+Stop everything with:
+  kill ${pids[*]}; ip netns del $ns; rm -rf $site
 EOF
 else
   step "cleaning up"

@@ -45,6 +45,9 @@ sed "s|/usr/bin/wwctl|$PREFIX/bin/wwctl|" head/share/systemd/warewulfd.service \
   >"$DESTDIR$SYSTEMDDIR/warewulfd.service"
 chmod 0644 "$DESTDIR$SYSTEMDDIR/warewulfd.service"
 
+echo "==== BMC command templates (wwctl power, docs/power.md)"
+install -D -m 0644 -t "$DESTDIR$DATADIR/warewulf/bmc" head/share/bmc/*.tmpl
+
 echo "==== overlays"
 dest="$DESTDIR$DATADIR/warewulf/overlays"
 install -d "$(dirname "$dest")"

@@ -41,6 +41,9 @@ if [[ "${IRONWULF_SKIP_QEMU:-}" == "1" ]]; then
   printf '\n==== test kernel ====\nIRONWULF_SKIP_QEMU=1: QEMU tests will be SKIPPED\n'
 else
   step "test kernel" scripts/fetch-kernel.sh amd64
+  # The boot matrix's Debian 12 node image: built once, then cached under
+  # $IRONWULF_CACHE/images (a rebuild only when its recipe or the kernel changes).
+  step "Debian node image" scripts/build-debian-image.sh
 fi
 step "test-init (static)" cargo build --release -p test-init --target x86_64-unknown-linux-musl
 step "tests" tests

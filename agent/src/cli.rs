@@ -10,8 +10,10 @@ wwclient: keeps this node's runtime overlay in sync with the head
 
 usage: wwclient [options]
 
-  --server URL        head to poll, http://HOST[:PORT] (default: from
+  --server URL        head to poll, http[s]://HOST[:PORT] (default: from
                       /warewulf/wwinit.conf or /etc/warewulf/warewulf.conf)
+  --ca FILE           CA that signs the head's HTTPS certificate (default:
+                      <root>/warewulf/tls/ca.crt)
   --interval SECS     seconds between polls, +/-10% jitter (default: config,
                       else 60)
   --once              sync once and exit (non-zero status on failure)
@@ -41,6 +43,7 @@ pub enum Command {
 #[derive(Debug, Default)]
 pub struct Args {
     pub server: Option<String>,
+    pub ca: Option<PathBuf>,
     pub interval: Option<u64>,
     pub once: bool,
     pub config: Option<PathBuf>,
@@ -92,6 +95,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 }
                 out.interval = Some(secs);
             }
+            "--ca" => out.ca = Some(value("--ca")?.into()),
             "--config" => out.config = Some(value("--config")?.into()),
             "--wwid" => out.wwid = Some(value("--wwid")?),
             "--asset-key" => out.asset_key = Some(value("--asset-key")?),

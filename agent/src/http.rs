@@ -7,14 +7,17 @@
 //! trying the next port of the range when one is busy. One request per
 //! connection (`Connection: close`): a poll a minute gains nothing from
 //! keep-alive and a fresh privileged port each time is simpler to reason
-//! about. TLS (the cluster CA) will wrap the `TcpStream` returned by
-//! [`Client::connect`] when it arrives.
+//! about. With HTTPS, rustls wraps the bound `TcpStream` returned by
+//! [`Client::connect`] ([`crate::tls`]: only the cluster CA is trusted).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::rng::Rng;
@@ -50,6 +53,8 @@ pub enum HttpError {
         #[source]
         source: io::Error,
     },
+    #[error("starting TLS")]
+    Tls(#[source] rustls::Error),
     #[error("sending the request")]
     Send(#[source] io::Error),
     #[error("reading the response")]
@@ -65,6 +70,37 @@ pub struct Client {
     bind: Option<RangeInclusive<u16>>,
     timeout: Duration,
     rng: Rng,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+/// One connection to the head, plain or TLS.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl Client {
@@ -80,7 +116,14 @@ impl Client {
             bind,
             timeout,
             rng: Rng::from_entropy(),
+            tls: None,
         }
+    }
+
+    /// Speaks HTTPS, verifying the head as `name` under `config`.
+    pub fn with_tls(mut self, config: Arc<ClientConfig>, name: ServerName<'static>) -> Self {
+        self.tls = Some((config, name));
+        self
     }
 
     /// The `Host` header value.
@@ -110,6 +153,14 @@ impl Client {
             .map_err(HttpError::Send)?;
         // Best effort: a missing TCP_NODELAY only costs latency.
         let _ = stream.set_nodelay(true);
+        let mut stream = match &self.tls {
+            None => Conn::Plain(stream),
+            Some((config, name)) => {
+                let tls = ClientConnection::new(Arc::clone(config), name.clone())
+                    .map_err(HttpError::Tls)?;
+                Conn::Tls(Box::new(StreamOwned::new(tls, stream)))
+            }
+        };
 
         let mut head = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wwclient/{}\r\n",
@@ -126,10 +177,9 @@ impl Client {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("Connection: close\r\n\r\n");
-        let mut out = &stream;
-        out.write_all(head.as_bytes()).map_err(HttpError::Send)?;
-        out.write_all(body).map_err(HttpError::Send)?;
-        out.flush().map_err(HttpError::Send)?;
+        stream.write_all(head.as_bytes()).map_err(HttpError::Send)?;
+        stream.write_all(body).map_err(HttpError::Send)?;
+        stream.flush().map_err(HttpError::Send)?;
         let sent = (head.len() + body.len()) as u64;
 
         let mut reader = BufReader::with_capacity(
@@ -368,7 +418,7 @@ enum Framing {
 }
 
 /// The body of a [`Response`].
-pub struct Body<R = TcpStream> {
+pub struct Body<R = Conn> {
     reader: BufReader<Counting<R>>,
     framing: Framing,
 }

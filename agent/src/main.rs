@@ -18,6 +18,7 @@ mod rng;
 mod run;
 mod settings;
 mod signals;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -30,6 +30,10 @@ const STATUS_STAGE: &str = "WWCLIENT_SYNC";
 const LOCK_FILE: &str = "lock";
 /// Longest error body quoted in a log line.
 const ERROR_BODY: u64 = 256;
+/// The node token, both ways (see the head's `tls::token`).
+const TOKEN_HEADER: &str = "X-Warewulf-Token";
+/// Asks the head for a token in a header rather than in an archive.
+const TOKEN_VIA_HEADER: &str = "X-Warewulf-Token-Via";
 
 /// What one poll found.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,21 +74,27 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         record.etag = None;
         record.last_modified = None;
     }
+    let mut client = Client::new(
+        &settings.host,
+        settings.port,
+        settings.bind.clone(),
+        IO_TIMEOUT,
+    );
+    if let Some(ca) = &settings.ca {
+        let config = crate::tls::client_config_from_file(ca)?;
+        client = client.with_tls(config, crate::tls::server_name(&settings.host)?);
+    }
     let mut agent = Agent {
-        client: Client::new(
-            &settings.host,
-            settings.port,
-            settings.bind.clone(),
-            IO_TIMEOUT,
-        ),
+        client,
         record,
         settings,
         reported_sync: false,
     };
     let s = &agent.settings;
     log::info!(
-        "node {}, head {}:{}, every {} s{}, applying to {}",
+        "node {}, head {}://{}:{}, every {} s{}, applying to {}",
         s.wwid,
+        if s.ca.is_some() { "https" } else { "http" },
         s.host,
         s.port,
         s.interval.as_secs(),
@@ -165,13 +175,95 @@ impl Agent {
         }
     }
 
+    /// The node token: from the token file, else (HTTPS only) fetched
+    /// with `HEAD /system/{wwid}`, which the head answers only to this
+    /// node's own address.
+    fn token(&mut self, renew: bool) -> Option<String> {
+        let path = &self.settings.token_file;
+        if !renew
+            && let Ok(t) = fs::read_to_string(path)
+            && !t.trim().is_empty()
+        {
+            return Some(t.trim().to_owned());
+        }
+        self.settings.ca.as_ref()?;
+        let target = format!("/system/{}{}", self.settings.wwid, self.query());
+        let mut headers = vec![(TOKEN_VIA_HEADER, "header")];
+        if let Some(k) = &self.settings.asset_key {
+            headers.push(("X-Warewulf-Asset-Key", k.as_str()));
+        }
+        match self.client.request("HEAD", &target, &headers, b"") {
+            Ok(r) if r.status == 200 => {
+                let t = r.header(TOKEN_HEADER).map(str::to_owned);
+                if let Some(t) = &t {
+                    self.save_token(t);
+                }
+                t
+            }
+            Ok(mut r) => {
+                let status = r.status;
+                log::warn!("asking for a node token: {status}: {}", r.text(ERROR_BODY));
+                None
+            }
+            Err(e) => {
+                log::warn!("asking for a node token: {e}");
+                None
+            }
+        }
+    }
+
+    /// Keeps a rotated token (mode 0600, written atomically).
+    fn save_token(&self, token: &str) {
+        let path = &self.settings.token_file;
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(format!("{token}\n").as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            log::warn!("saving the node token to {}: {e}", path.display());
+        }
+    }
+
     fn poll(&mut self) -> anyhow::Result<Outcome> {
+        let token = if self.settings.ca.is_some() {
+            self.token(false)
+        } else {
+            None
+        };
+        match self.poll_with(token.as_deref()) {
+            // An expired or foreign token: fetch a fresh one and retry once.
+            Err(e) if token.is_some() && e.to_string().contains("(403:") => {
+                log::info!("the head refused the node token; renewing it");
+                let fresh = self.token(true);
+                self.poll_with(fresh.as_deref())
+            }
+            other => other,
+        }
+    }
+
+    fn poll_with(&mut self, token: Option<&str>) -> anyhow::Result<Outcome> {
         let path = format!("/runtime/{}", self.settings.wwid);
         let target = format!("{path}{}", self.query());
         let if_none_match = self.record.etag.as_ref().map(|e| format!("\"{e}\""));
         let mut headers = Vec::new();
         if let Some(k) = &self.settings.asset_key {
             headers.push(("X-Warewulf-Asset-Key", k.as_str()));
+        }
+        if let Some(t) = token {
+            headers.push((TOKEN_HEADER, t));
         }
         if let Some(v) = &if_none_match {
             headers.push(("If-None-Match", v.as_str()));
@@ -189,6 +281,11 @@ impl Agent {
                     self.settings.host, self.settings.port
                 )
             })?;
+        if let Some(fresh) = resp.header(TOKEN_HEADER).map(str::to_owned)
+            && Some(fresh.as_str()) != token
+        {
+            self.save_token(&fresh);
+        }
         match resp.status {
             304 => {
                 let (sent, received) = resp.traffic();

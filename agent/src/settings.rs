@@ -3,8 +3,9 @@
 //!
 //! Config files, first found wins (or `--config FILE`):
 //! - `/warewulf/wwinit.conf`, written by the `wwinit` overlay: `key=value`
-//!   lines; wwclient reads `server.ipaddr`, `server.port`, `server.secure`
-//!   and `update_interval` (format: `docs/overlays.md`);
+//!   lines; wwclient reads `server.ipaddr`, `server.port`, `server.secure`,
+//!   `server.tls`, `server.tls_port` and `update_interval` (format:
+//!   `docs/overlays.md`);
 //! - `/etc/warewulf/warewulf.conf`, the head subset Warewulf's own `wwinit`
 //!   overlay writes: top-level `ipaddr`, and `port`, `secure`,
 //!   `update interval` under `warewulf:`. Only those keys are read.
@@ -24,6 +25,11 @@ use crate::log;
 const WWINIT_CONF: &str = "/warewulf/wwinit.conf";
 const WAREWULF_CONF: &str = "/etc/warewulf/warewulf.conf";
 const DEFAULT_PORT: u16 = 9873;
+const DEFAULT_TLS_PORT: u16 = 9874;
+/// Below `--root`: the cluster CA (from the `wwinit` overlay) and the node
+/// token (from the system overlay, then rotated by every runtime answer).
+const CA_FILE: &str = "warewulf/tls/ca.crt";
+const TOKEN_FILE: &str = "warewulf/token";
 const DEFAULT_INTERVAL: u64 = 60;
 const DEFAULT_STATE_DIR: &str = "/var/lib/wwclient";
 /// Privileged source ports tried in secure mode. Warewulf's client always
@@ -45,6 +51,10 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub wwid: Mac,
     pub asset_key: Option<String>,
+    /// The CA to verify the head with; `Some` means HTTPS.
+    pub ca: Option<PathBuf>,
+    /// Where the node token is read from and rotated into.
+    pub token_file: PathBuf,
 }
 
 /// What a config file says about the head; every field optional.
@@ -54,15 +64,20 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub secure: Option<bool>,
     pub interval: Option<u64>,
+    pub tls: Option<bool>,
+    pub tls_port: Option<u16>,
 }
 
 impl Settings {
     pub fn resolve(args: &Args) -> anyhow::Result<Self> {
         let file = load_config(args.config.as_deref())?;
-        let (host, port) = match &args.server {
+        let (host, port, https) = match &args.server {
             Some(url) => parse_server_url(url)?,
             None => match &file.ipaddr {
-                Some(ip) => (ip.clone(), file.port.unwrap_or(DEFAULT_PORT)),
+                Some(ip) if file.tls == Some(true) => {
+                    (ip.clone(), file.tls_port.unwrap_or(DEFAULT_TLS_PORT), true)
+                }
+                Some(ip) => (ip.clone(), file.port.unwrap_or(DEFAULT_PORT), false),
                 None => match &args.config {
                     Some(p) => bail!(
                         "no head address: {} names none; pass --server http://HOST:PORT",
@@ -84,13 +99,17 @@ impl Settings {
             (None, true) => Some(DEFAULT_SECURE_PORTS),
             (None, false) => None,
         };
+        let root: PathBuf = args.root.clone().unwrap_or_else(|| "/".into());
+        let ca = https.then(|| args.ca.clone().unwrap_or_else(|| root.join(CA_FILE)));
         Ok(Settings {
+            ca,
+            token_file: root.join(TOKEN_FILE),
             host,
             port,
             interval: Duration::from_secs(interval),
             once: args.once,
             bind,
-            root: args.root.clone().unwrap_or_else(|| "/".into()),
+            root,
             state_dir: args
                 .state_dir
                 .clone()
@@ -165,6 +184,14 @@ pub fn parse_wwinit_conf(text: &str, path: &Path) -> FileConfig {
                 Some(b) => out.secure = Some(b),
                 None => bad("a boolean"),
             },
+            "server.tls" => match parse_bool(value) {
+                Some(b) => out.tls = Some(b),
+                None => bad("a boolean"),
+            },
+            "server.tls_port" => match value.parse() {
+                Ok(p) if p > 0 => out.tls_port = Some(p),
+                _ => bad("a port"),
+            },
             "update_interval" => match value.parse() {
                 Ok(s) => out.interval = Some(s),
                 Err(_) => bad("a number of seconds"),
@@ -205,6 +232,8 @@ pub fn parse_warewulf_conf(text: &str) -> FileConfig {
         match key {
             "port" => out.port = value.parse().ok().filter(|&p| p > 0),
             "secure" => out.secure = parse_bool(value),
+            "tls" => out.tls = parse_bool(value),
+            "tls port" => out.tls_port = value.parse().ok().filter(|&p| p > 0),
             "update interval" => out.interval = value.parse().ok(),
             _ => {}
         }
@@ -227,17 +256,23 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 /// `http://HOST[:PORT][/]` → host and port. HTTPS with the cluster CA is a
 /// later issue; it is refused rather than silently spoken in clear.
-pub fn parse_server_url(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") {
-        bail!("--server {url}: HTTPS is not supported by this wwclient yet");
+/// `http[s]://HOST[:PORT]` → (host, port, https).
+pub fn parse_server_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
+    let (rest, https) = if let Some(r) = url.strip_prefix("http://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, true)
     } else {
-        url
+        (url, false)
+    };
+    let default_port = if https {
+        DEFAULT_TLS_PORT
+    } else {
+        DEFAULT_PORT
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') || authority.contains('@') {
-        bail!("--server {url:?}: want http://HOST[:PORT]");
+        bail!("--server {url:?}: want http[s]://HOST[:PORT]");
     }
     let bad_port = || anyhow::anyhow!("--server {url:?}: bad port");
     if let Some(v6) = authority.strip_prefix('[') {
@@ -246,10 +281,10 @@ pub fn parse_server_url(url: &str) -> anyhow::Result<(String, u16)> {
             .ok_or_else(|| anyhow::anyhow!("--server {url:?}: unclosed '['"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad_port())?,
-            None if after.is_empty() => DEFAULT_PORT,
+            None if after.is_empty() => default_port,
             None => return Err(bad_port()),
         };
-        return Ok((host.to_owned(), port));
+        return Ok((host.to_owned(), port, https));
     }
     match authority.rsplit_once(':') {
         Some((host, p)) if !host.contains(':') => {
@@ -257,9 +292,9 @@ pub fn parse_server_url(url: &str) -> anyhow::Result<(String, u16)> {
             if port == 0 {
                 return Err(bad_port());
             }
-            Ok((host.to_owned(), port))
+            Ok((host.to_owned(), port, https))
         }
-        _ => Ok((authority.to_owned(), DEFAULT_PORT)),
+        _ => Ok((authority.to_owned(), default_port, https)),
     }
 }
 
@@ -270,7 +305,8 @@ mod tests {
     #[test]
     fn wwinit_conf_keys() {
         let text = "# comment\nid=n1\nserver.ipaddr=10.0.0.1\nserver.port=9999\n\
-                    server.secure=true\nupdate_interval=30\nipmi.password=a=b\n";
+                    server.secure=true\nupdate_interval=30\nipmi.password=a=b\n\
+                    server.tls=true\nserver.tls_port=9443\n";
         assert!(looks_like_wwinit_conf(text));
         let c = parse_wwinit_conf(text, Path::new("wwinit.conf"));
         assert_eq!(
@@ -280,6 +316,8 @@ mod tests {
                 port: Some(9999),
                 secure: Some(true),
                 interval: Some(30),
+                tls: Some(true),
+                tls_port: Some(9443),
             }
         );
         let empty = parse_wwinit_conf("server.ipaddr=\nserver.port=x\n", Path::new("f"));
@@ -298,27 +336,31 @@ mod tests {
                 port: Some(9873),
                 secure: Some(false),
                 interval: Some(120),
+                tls: None,
+                tls_port: None,
             }
         );
     }
 
     #[test]
     fn server_urls() {
-        for (url, host, port) in [
-            ("http://10.0.0.1:9873", "10.0.0.1", 9873),
-            ("http://head/", "head", 9873),
-            ("10.0.0.1:80", "10.0.0.1", 80),
-            ("http://[fd00::1]:9000", "fd00::1", 9000),
-            ("http://[fd00::1]", "fd00::1", 9873),
+        for (url, host, port, https) in [
+            ("http://10.0.0.1:9873", "10.0.0.1", 9873, false),
+            ("http://head/", "head", 9873, false),
+            ("10.0.0.1:80", "10.0.0.1", 80, false),
+            ("http://[fd00::1]:9000", "fd00::1", 9000, false),
+            ("http://[fd00::1]", "fd00::1", 9873, false),
+            ("https://head", "head", 9874, true),
+            ("https://[fd00::1]:443", "fd00::1", 443, true),
         ] {
             assert_eq!(
                 parse_server_url(url).unwrap(),
-                (host.to_owned(), port),
+                (host.to_owned(), port, https),
                 "{url}"
             );
         }
         for url in [
-            "https://head",
+            "https://head/x",
             "http://head:x",
             "http://head/path",
             "http://",

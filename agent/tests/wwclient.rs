@@ -697,3 +697,160 @@ fn head_without_etag_gets_if_modified_since() {
     assert!(reqs[1].header("If-Modified-Since").is_some());
     assert!(reqs[1].header("If-None-Match").is_none());
 }
+
+/// The real head with `tls: true`: wwclient verifies it under the cluster
+/// CA, gets its node token with `HEAD /system` (none on disk yet), syncs
+/// over HTTPS, and keeps the rotated token. A foreign CA and plain HTTP get
+/// nothing.
+#[test]
+fn real_head_tls_token_and_ca() {
+    let wwctl = std::path::Path::new(env!("CARGO_BIN_EXE_wwclient")).with_file_name("wwctl");
+    if !wwctl.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "head", "--bin", "wwctl"])
+            .current_dir(workspace)
+            .status()
+            .unwrap();
+        assert!(status.success(), "building wwctl for the real-head test");
+    }
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let site = tempfile::tempdir().unwrap();
+    let r = site.path();
+    let (port, tls_port) = (free_port(), free_port());
+    fs::create_dir_all(r.join("etc/warewulf")).unwrap();
+    let overlay = r.join("overlays/site/rootfs");
+    fs::create_dir_all(overlay.join("etc/site")).unwrap();
+    fs::write(overlay.join("etc/site/a"), "a1\n").unwrap();
+    let conf = r.join("warewulf.conf");
+    fs::write(
+        &conf,
+        format!(
+            "ipaddr: 127.0.0.1\nwarewulf:\n  port: {port}\n  tls port: {tls_port}\n  tls: true\n  \
+             secure: false\n  autobuild overlays: false\n\
+             dhcp:\n  enabled: false\ntftp:\n  enabled: false\npaths:\n  sysconfdir: {r}/etc\n  \
+             localstatedir: {r}/var\n  wwchrootdir: {r}/chroots\n  wwprovisiondir: {r}/provision\n  \
+             wwoverlaydir: {r}/overlays\n  cachedir: {r}/cache\n",
+            r = r.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        r.join("etc/warewulf/nodes.conf"),
+        format!(
+            "nodeprofiles: {{}}\nnodes:\n  n1:\n    runtime overlay: [site]\n    system overlay: [site]\n    \
+             network devices:\n      default:\n        hwaddr: {WWID}\n        ipaddr: 127.0.0.1\n"
+        ),
+    )
+    .unwrap();
+    let wwctl_ok = |args: &[&str]| {
+        let out = std::process::Command::new(&wwctl)
+            .args(args)
+            .env("WAREWULFCONF", &conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wwctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    wwctl_ok(&["configure", "tls", "--create"]);
+    wwctl_ok(&["overlay", "build", "n1"]);
+    let server = std::process::Command::new(&wwctl)
+        .arg("server")
+        .env("WAREWULFCONF", &conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Kill(server);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(
+            Instant::now() < deadline && guard.0.try_wait().unwrap().is_none(),
+            "wwctl server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ca = r.join("etc/warewulf/tls/ca.crt");
+    let ca_arg = ca.to_str().unwrap();
+    let https = format!("https://127.0.0.1:{tls_port}");
+    let node = TestNode::new();
+    let token = node.root.join("warewulf/token");
+
+    // Plain HTTP: the runtime overlay is HTTPS-only.
+    let out = node.once(&format!("http://127.0.0.1:{port}"), &[]);
+    assert!(!out.status.success());
+    assert!(!node.root.join("etc/site/a").exists());
+
+    // A foreign CA: the head cannot prove itself, nothing is fetched.
+    let other = tempfile::tempdir().unwrap();
+    let other_conf = other.path().join("warewulf.conf");
+    fs::write(
+        &other_conf,
+        format!(
+            "ipaddr: 127.0.0.1\npaths:\n  sysconfdir: {}/etc\n",
+            other.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&wwctl)
+        .args(["configure", "tls", "--create"])
+        .env("WAREWULFCONF", &other_conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let foreign = other.path().join("etc/warewulf/tls/ca.crt");
+    let out = node.once(&https, &["--ca", foreign.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "the error names the certificate"
+    );
+    assert!(!node.root.join("etc/site/a").exists());
+    assert!(!token.exists(), "no token from an unverified head");
+
+    // The right CA: token fetched, overlay applied, token kept 0600.
+    assert!(node.once(&https, &["--ca", ca_arg]).status.success());
+    assert_eq!(
+        fs::read_to_string(node.root.join("etc/site/a")).unwrap(),
+        "a1\n"
+    );
+    let first = fs::read_to_string(&token).unwrap();
+    assert!(first.starts_with("iw1."), "{first}");
+    assert_eq!(
+        fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A token that is not this node's is replaced, not fatal.
+    fs::write(&token, "iw1.99999999999.00\n").unwrap();
+    fs::write(overlay.join("etc/site/a"), "a2\n").unwrap();
+    wwctl_ok(&["overlay", "build", "n1"]);
+    let out = node.once(&https, &["--ca", ca_arg]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("renewing it"));
+    assert_eq!(
+        fs::read_to_string(node.root.join("etc/site/a")).unwrap(),
+        "a2\n"
+    );
+    assert!(fs::read_to_string(&token).unwrap().starts_with("iw1."));
+    assert_ne!(fs::read_to_string(&token).unwrap(), "iw1.99999999999.00\n");
+    drop(guard);
+}

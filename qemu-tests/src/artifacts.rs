@@ -15,6 +15,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 /// Rust target triple of the static guest binaries.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+/// Rust target triple of static arm64 guest binaries.
+pub const ARM64_MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
@@ -68,11 +70,58 @@ pub fn wwclient() -> Result<PathBuf> {
         .map_err(|msg| anyhow!(msg))
 }
 
+/// Path of the static `wwinit` (the node's PID 1), built first if missing
+/// or older than its sources.
+pub fn wwinit() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            ensure_static("wwinit", "wwinit", &["wwinit", "initramfs", "proto"])
+                .map_err(|err| format!("{err:#}"))
+        })
+        .clone()
+        .map_err(|msg| anyhow!(msg))
+}
+
+/// Path of the static arm64 `wwinit` (Raspberry Pi and arm64 servers),
+/// built first if missing or stale, as docs/wwinit.md describes: the C parts
+/// (zstd, xz) with `aarch64-linux-gnu-gcc`, linked by `rust-lld`.
+pub fn wwinit_arm64() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            ensure_static_for(
+                ARM64_MUSL_TARGET,
+                &[
+                    ("CC_aarch64_unknown_linux_musl", "aarch64-linux-gnu-gcc"),
+                    ("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld"),
+                ],
+                "wwinit",
+                "wwinit",
+                &["wwinit", "initramfs", "proto"],
+            )
+            .map_err(|err| format!("{err:#}"))
+        })
+        .clone()
+        .map_err(|msg| anyhow!(msg))
+}
+
 /// Builds `bin` of `package` for [`MUSL_TARGET`] unless it is newer than
 /// every file under the workspace folders `sources` (its crate and the
 /// workspace crates it depends on).
 fn ensure_static(package: &str, bin: &str, sources: &[&str]) -> Result<PathBuf> {
-    let binary = target_dir().join(MUSL_TARGET).join("release").join(bin);
+    ensure_static_for(MUSL_TARGET, &[], package, bin, sources)
+}
+
+/// [`ensure_static`] for any `target`, with `env` set for cargo.
+fn ensure_static_for(
+    target: &str,
+    env: &[(&str, &str)],
+    package: &str,
+    bin: &str,
+    sources: &[&str],
+) -> Result<PathBuf> {
+    let binary = target_dir().join(target).join("release").join(bin);
     let mut fresh = true;
     for dir in sources {
         fresh &= is_fresh(&binary, &workspace_root().join(dir))?;
@@ -90,15 +139,16 @@ fn ensure_static(package: &str, bin: &str, sources: &[&str]) -> Result<PathBuf> 
             "--bin",
             bin,
             "--target",
-            MUSL_TARGET,
+            target,
         ])
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("running {} build -p {package}", cargo.to_string_lossy()))?;
     if !status.success() {
         bail!(
-            "building {bin} failed ({status}); try `rustup target add {MUSL_TARGET}` and \
-             `cargo build --release -p {package} --target {MUSL_TARGET}`"
+            "building {bin} failed ({status}); try `rustup target add {target}` and \
+             `cargo build --release -p {package} --target {target}`"
         );
     }
     if !binary.is_file() {

@@ -1,8 +1,15 @@
 //! A head node for boot tests: a temp site (its own `warewulf.conf`,
 //! `nodes.conf`, images and overlays) and `wwctl server` running inside a
 //! test's network namespace, stopped and reaped on drop.
+//!
+//! For full-image boots a site can also carry its own copy of the shipped
+//! overlays with the static `wwinit` and `wwclient` in place
+//! ([`Site::install_overlays`]) and a private `/root` for every `wwctl` it
+//! runs ([`Site::private_root_home`]), so `wwctl configure ssh` and the
+//! `ssh.authorized_keys` overlay use a throw-away key instead of the host's.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -10,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::artifacts::{target_dir, workspace_root};
+use crate::artifacts::{self, target_dir, workspace_root};
 use crate::netns::{HEAD_IP, Netns, PREFIX};
 
 /// HTTP port of the test head (Warewulf's default).
@@ -36,18 +43,49 @@ pub fn wwctl() -> Result<PathBuf> {
         .map_err(|msg| anyhow!(msg))
 }
 
+/// Settings of a [`Site`] beyond the defaults of [`Site::new`].
+#[derive(Debug, Clone, Default)]
+pub struct SiteOptions {
+    /// `warewulf: update interval` (seconds between wwclient polls).
+    pub update_interval: Option<u32>,
+    /// `ssh: key types` (Warewulf's default list when empty).
+    pub ssh_key_types: Vec<String>,
+}
+
 /// A whole Ironwulf site inside one temp folder.
 #[derive(Debug)]
 pub struct Site {
     dir: tempfile::TempDir,
+    /// Shipped overlays (`IRONWULF_DIST_OVERLAYS`): the workspace's
+    /// `overlays/` until [`Site::install_overlays`] makes a copy.
+    dist: PathBuf,
+    /// Bind-mounted over `/root` for every `wwctl` run, when set.
+    root_home: Option<PathBuf>,
 }
 
 impl Site {
     /// A site whose head is [`HEAD_IP`] on `br0`, with DHCP (range .100–.200),
     /// TFTP (iPXE from Debian's `/usr/lib/ipxe`) and HTTP enabled.
     pub fn new() -> Result<Self> {
+        Self::with_options(&SiteOptions::default())
+    }
+
+    /// Like [`Site::new`], with `options` in `warewulf.conf`.
+    pub fn with_options(options: &SiteOptions) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating the site folder")?;
         let r = dir.path().display().to_string();
+        let interval = options
+            .update_interval
+            .map(|s| format!("\n  update interval: {s}"))
+            .unwrap_or_default();
+        let ssh = if options.ssh_key_types.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "ssh:\n  key types: [{}]\n",
+                options.ssh_key_types.join(", ")
+            )
+        };
         for sub in [
             "etc/warewulf",
             "tftpboot",
@@ -63,7 +101,7 @@ impl Site {
 warewulf:
   port: {HTTP_PORT}
   secure: false
-  autobuild overlays: true
+  autobuild overlays: true{interval}
 dhcp:
   enabled: true
   range start: 10.99.0.100
@@ -80,7 +118,7 @@ paths:
   wwchrootdir: {r}/chroots
   wwprovisiondir: {r}/provision
   ipxesource: /usr/lib/ipxe
-"
+{ssh}"
         );
         fs::write(dir.path().join("etc/warewulf/warewulf.conf"), conf)
             .context("writing warewulf.conf")?;
@@ -89,7 +127,81 @@ paths:
             "nodeprofiles: {}\nnodes: {}\n",
         )
         .context("writing nodes.conf")?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            dist: workspace_root().join("overlays"),
+            root_home: None,
+        })
+    }
+
+    /// Copies the workspace's `overlays/` into the site as its shipped
+    /// overlays, the way `scripts/install.sh` installs them: modes from
+    /// `overlays/PERMISSIONS`, the static `wwinit` and `wwclient` (built if
+    /// needed) placed in their overlays.
+    pub fn install_overlays(&mut self) -> Result<()> {
+        let dist = self.root().join("share/warewulf/overlays");
+        fs::create_dir_all(self.root().join("share/warewulf"))?;
+        let src = workspace_root().join("overlays");
+        run(Command::new("cp").arg("-a").arg(&src).arg(&dist))?;
+        let perms =
+            fs::read_to_string(dist.join("PERMISSIONS")).context("reading overlays/PERMISSIONS")?;
+        fs::remove_file(dist.join("PERMISSIONS"))?;
+        for (n, line) in perms.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (mode, path) = line
+                .split_once(' ')
+                .with_context(|| format!("overlays/PERMISSIONS line {}: {line}", n + 1))?;
+            let mode = u32::from_str_radix(mode, 8)
+                .with_context(|| format!("overlays/PERMISSIONS line {}: mode {mode}", n + 1))?;
+            fs::set_permissions(dist.join(path.trim()), fs::Permissions::from_mode(mode))
+                .with_context(|| format!("overlays/PERMISSIONS line {}: {path}", n + 1))?;
+        }
+        for (binary, place) in [
+            (artifacts::wwinit()?, "wwinit/rootfs/warewulf/wwinit"),
+            (artifacts::wwclient()?, "wwclient/rootfs/warewulf/wwclient"),
+        ] {
+            let to = dist.join(place);
+            fs::copy(&binary, &to).with_context(|| format!("installing {}", to.display()))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
+        }
+        self.dist = dist;
+        Ok(())
+    }
+
+    /// From now on every `wwctl` of this site (commands and the server) runs
+    /// in a private mount namespace with `<site>/roothome` bind-mounted over
+    /// `/root`: `wwctl configure ssh` puts root's key pair there and the
+    /// `ssh.authorized_keys` overlay reads it from there. Returns the folder
+    /// (its `.ssh/id_*` is the key that logs in to the nodes).
+    pub fn private_root_home(&mut self) -> Result<PathBuf> {
+        let home = self.root().join("roothome");
+        fs::create_dir_all(&home).context("creating the private /root")?;
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700))?;
+        self.root_home = Some(home.clone());
+        Ok(home)
+    }
+
+    /// Puts a copy of the image tree `src` at `<wwchrootdir>/<name>/rootfs`
+    /// (hard links when `src` is on the same file system: `wwctl image
+    /// build` only reads the tree).
+    pub fn install_image(&self, name: &str, src: &Path) -> Result<PathBuf> {
+        let dst = self.rootfs(name);
+        fs::create_dir_all(dst.parent().context("rootfs has a parent")?)?;
+        let linked = Command::new("cp")
+            .arg("-al")
+            .arg(src)
+            .arg(&dst)
+            .stderr(Stdio::null())
+            .status()
+            .context("running cp")?;
+        if !linked.success() {
+            let _ = fs::remove_dir_all(&dst);
+            run(Command::new("cp").arg("-a").arg(src).arg(&dst))?;
+        }
+        Ok(dst)
     }
 
     pub fn root(&self) -> &Path {
@@ -133,24 +245,55 @@ paths:
     }
 
     fn command(&self) -> Result<Command> {
-        let mut cmd = Command::new(wwctl()?);
+        self.wwctl_command(None)
+    }
+
+    /// `wwctl --warewulfconf <site>`, inside network namespace `netns` when
+    /// given, and with the private `/root` when set.
+    fn wwctl_command(&self, netns: Option<&str>) -> Result<Command> {
+        let wwctl = wwctl()?;
+        let mut cmd = match &self.root_home {
+            Some(home) => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /root && exec "$@""#)
+                    .arg(home);
+                if let Some(ns) = netns {
+                    cmd.args(["ip", "netns", "exec", ns]);
+                }
+                cmd.arg(wwctl);
+                cmd.env("HOME", "/root");
+                cmd
+            }
+            None => match netns {
+                Some(ns) => {
+                    let mut cmd = Command::new("ip");
+                    cmd.args(["netns", "exec", ns]).arg(wwctl);
+                    cmd
+                }
+                None => Command::new(wwctl),
+            },
+        };
         cmd.arg("--warewulfconf").arg(self.conf());
-        cmd.env("IRONWULF_DIST_OVERLAYS", workspace_root().join("overlays"));
+        cmd.env("IRONWULF_DIST_OVERLAYS", &self.dist);
         Ok(cmd)
     }
 
     /// Starts `wwctl server` in `ns` and waits until HTTP answers.
     pub fn start(&self, ns: &Netns) -> Result<Head> {
         let log = self.root().join("server.log");
-        let child = ns
-            .command(&wwctl()?.display().to_string())
-            .arg("--warewulfconf")
-            .arg(self.conf())
+        // Appended to, so a restarted head keeps the earlier log.
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .context("creating server.log")?;
+        let child = self
+            .wwctl_command(Some(ns.name()))?
             .args(["-v", "server"])
-            .env("IRONWULF_DIST_OVERLAYS", workspace_root().join("overlays"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).context("creating server.log")?)
+            .stderr(log_file)
             .spawn()
             .context("starting wwctl server")?;
         let head = Head { child, log };
@@ -182,6 +325,27 @@ impl Head {
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Process id of `wwctl server`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Runs `cmd`, failing with its stderr.
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}): {}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 impl Drop for Head {

@@ -42,6 +42,7 @@ pub struct VmBuilder {
     extra: Vec<OsString>,
     console_log: Option<PathBuf>,
     netns: Option<String>,
+    no_reboot: bool,
 }
 
 impl Default for VmBuilder {
@@ -56,6 +57,7 @@ impl Default for VmBuilder {
             extra: Vec::new(),
             console_log: None,
             netns: None,
+            no_reboot: true,
         }
     }
 }
@@ -137,9 +139,11 @@ impl VmBuilder {
 
     /// The full QEMU argument list (without the binary), for logs and tests.
     pub fn command_args(&self, initrd: Option<&Path>) -> Vec<OsString> {
-        let mut args: Vec<OsString> = ["-accel", "tcg", "-nographic", "-no-reboot", "-m"]
-            .map(OsString::from)
-            .to_vec();
+        let mut args: Vec<OsString> = ["-accel", "tcg", "-nographic"].map(OsString::from).to_vec();
+        if self.no_reboot {
+            args.push("-no-reboot".into());
+        }
+        args.push("-m".into());
         args.push(self.memory_mib.to_string().into());
         args.extend(self.machine.iter().cloned());
         if let Some(kernel) = &self.kernel {
@@ -161,6 +165,27 @@ impl VmBuilder {
     pub fn netns(mut self, name: &str) -> Self {
         self.netns = Some(name.to_owned());
         self
+    }
+
+    /// Lets the guest reboot instead of ending QEMU (drops `-no-reboot`), as
+    /// a real node that retries a failed network boot.
+    pub fn allow_reboot(mut self) -> Self {
+        self.no_reboot = false;
+        self
+    }
+
+    /// Network boot first (`-boot n`) from a virtio NIC with `mac` on tap
+    /// `tap` (made with [`crate::netns::Netns::add_tap`]); under SeaBIOS the
+    /// NIC's iPXE ROM runs.
+    pub fn pxe_nic(self, tap: &str, mac: &str) -> Self {
+        self.args([
+            "-boot".to_owned(),
+            "n".to_owned(),
+            "-netdev".to_owned(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device".to_owned(),
+            format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        ])
     }
 
     /// Starts QEMU.

@@ -18,6 +18,7 @@ use proto::{Mac, routes};
 use crate::cmdline::{self, Cmdline, Server};
 use crate::config::{self, NodeConfig, RootKind};
 use crate::crash;
+use crate::fetch;
 use crate::log;
 use crate::sys::{FetchEntry, MountFlags, NetInfo, Sys};
 
@@ -100,6 +101,11 @@ pub enum Outcome {
     Done(String),
     Skipped(&'static str),
 }
+
+/// Times the whole layering is tried when an artifact arrives corrupt
+/// (digest or size mismatch, broken stream): each try starts from a fresh
+/// root, so nothing of a bad copy survives.
+pub const FETCH_ATTEMPTS: u32 = 3;
 
 /// One boot stage.
 pub struct Stage {
@@ -374,7 +380,7 @@ fn fetch(ctx: &mut Ctx<'_>) -> Result<Outcome> {
         _ => RootKind::Tmpfs,
     };
     mount_newroot(ctx, kind)?;
-    let entries = match ctx.sys.fetch_manifest(&server, &wwid)? {
+    let mut entries = match ctx.sys.fetch_manifest(&server, &wwid)? {
         Some(m) => {
             if m.is_empty() {
                 bail!("the head's manifest for {wwid} lists no artifacts");
@@ -386,19 +392,32 @@ fn fetch(ctx: &mut Ctx<'_>) -> Result<Outcome> {
             fallback_entries(&wwid)
         }
     };
-    let mut names = Vec::new();
-    for entry in &entries {
-        log::info(&format!("fetching {}", entry.stage()));
-        let applied = ctx
-            .sys
-            .fetch_unpack(&server, entry, NEWROOT)
-            .with_context(|| format!("fetching {}", entry.stage()))?;
-        if applied {
-            ctx.sys
-                .report(&server, &wwid, &format!("fetched {}", entry.stage()), "");
-            names.push(entry.stage().to_owned());
+    let mut attempt = 1;
+    let names = loop {
+        match layer(ctx, &server, &wwid, &entries) {
+            Ok(names) => break names,
+            Err(e) if attempt < FETCH_ATTEMPTS && e.downcast_ref::<fetch::Corrupt>().is_some() => {
+                attempt += 1;
+                let msg = format!("{e:#}");
+                log::warn(&format!(
+                    "{msg}: discarding the new root, fetching again (attempt {attempt} of {FETCH_ATTEMPTS})"
+                ));
+                ctx.sys.report(&server, &wwid, "fetch retry", &msg);
+                ctx.sys
+                    .umount(NEWROOT)
+                    .with_context(|| format!("unmounting {NEWROOT}"))?;
+                ctx.newroot = false;
+                mount_newroot(ctx, kind)?;
+                // A rebuilt artifact has a new digest: ask again.
+                if let Some(m) = ctx.sys.fetch_manifest(&server, &wwid)?
+                    && !m.is_empty()
+                {
+                    entries = m.into_iter().map(FetchEntry::Verified).collect();
+                }
+            }
+            Err(e) => return Err(e),
         }
-    }
+    };
     // The system overlay carries the node's config; the kernel line still wins.
     let path = format!("{NEWROOT}/{}", config::PATH);
     if ctx.sys.exists(&path) {
@@ -419,6 +438,29 @@ fn fetch(ctx: &mut Ctx<'_>) -> Result<Outcome> {
         ));
     }
     Ok(Outcome::Done(format!("layered {}", names.join(", "))))
+}
+
+/// Streams every entry into the new root, in order; returns the stages applied.
+fn layer(
+    ctx: &mut Ctx<'_>,
+    server: &Server,
+    wwid: &Mac,
+    entries: &[FetchEntry],
+) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in entries {
+        log::info(&format!("fetching {}", entry.stage()));
+        let applied = ctx
+            .sys
+            .fetch_unpack(server, entry, NEWROOT)
+            .with_context(|| format!("fetching {}", entry.stage()))?;
+        if applied {
+            ctx.sys
+                .report(server, wwid, &format!("fetched {}", entry.stage()), "");
+            names.push(entry.stage().to_owned());
+        }
+    }
+    Ok(names)
 }
 
 fn rootfs(ctx: &mut Ctx<'_>) -> Result<Outcome> {
@@ -889,6 +931,55 @@ mod tests {
             err,
             "stage selinux: SELinux is enforcing but load_policy or restorecon is missing"
         );
+    }
+
+    fn manifest_sys() -> FakeSys {
+        let digest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let mut sys = two_stage_sys();
+        sys.manifest = Some(vec![ManifestEntry {
+            stage: ArtifactStage::Image,
+            url: "/image/x".into(),
+            digest: digest.parse().expect("valid"),
+            size: 10,
+            compression: ArtifactCompression::Zst,
+        }]);
+        sys
+    }
+
+    #[test]
+    fn corrupt_artifact_is_fetched_again_into_a_fresh_root() {
+        let mut sys = manifest_sys();
+        sys.corrupt_fetches = [1].into();
+        let err = run(&mut sys);
+        assert!(err.ends_with("fake exec"), "{err}");
+        let calls = sys.calls.join("\n");
+        let retry = calls.find("report fetch retry").expect("retry reported");
+        let umount = calls.find("umount /newroot").expect("old root dropped");
+        let last_fetch = calls.rfind("fetch 10.0.2.2").expect("fetched");
+        assert!(retry < umount && umount < last_fetch, "{calls}");
+        assert_eq!(
+            sys.calls
+                .iter()
+                .filter(|c| c.starts_with("get-manifest"))
+                .count(),
+            2,
+            "{calls}"
+        );
+    }
+
+    #[test]
+    fn artifact_corrupt_every_time_fails_after_the_last_attempt() {
+        let mut sys = manifest_sys();
+        sys.corrupt_fetches = (1..=FETCH_ATTEMPTS as usize).collect();
+        let err = run(&mut sys);
+        assert!(
+            err.contains("stage fetch: fetching image: /image/x")
+                && err.contains("digest mismatch"),
+            "{err}"
+        );
+        let fetches = sys.calls.iter().filter(|c| c.starts_with("fetch ")).count();
+        assert_eq!(fetches, FETCH_ATTEMPTS as usize);
+        assert!(!sys.calls.iter().any(|c| c.starts_with("exec")));
     }
 
     fn two_stage_sys() -> FakeSys {

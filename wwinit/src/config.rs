@@ -27,6 +27,9 @@ const KNOWN: &[&str] = &[
     "server.ipaddr",
     "server.port",
     "server.secure",
+    // TLS settings of the head (wwclient's business; stage 1 speaks plain HTTP).
+    "server.tls",
+    "server.tls_port",
     "update_interval",
     "ipmi.write",
     "ipmi.ipaddr",

@@ -18,6 +18,22 @@ use crate::sys::FetchEntry;
 /// Largest manifest accepted.
 const MANIFEST_LIMIT: u64 = 1 << 20;
 
+/// Context of an error raised while an opened download was being verified
+/// and unpacked (digest or size mismatch, a corrupt stream, a transfer that
+/// could not be resumed): the bytes did not arrive intact, so fetching again
+/// into a fresh root may succeed. Errors before the body (404, 403, no
+/// answer within the budget) never carry it.
+#[derive(Debug)]
+pub struct Corrupt {
+    pub url: String,
+}
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
 /// A `Read` that hashes and counts what passes and, at the end, checks the
 /// expected digest and size. Errors at the end are repeated on every read.
 pub struct Verify<R: Read> {
@@ -143,8 +159,9 @@ pub fn fetch_unpack(
     };
     // Without a manifest, the HTTP length is all we can check.
     let size = size.or(download.total());
-    let (stats, bytes) =
-        unpack_verified(download, digest, size, dest).with_context(|| format!("{url}"))?;
+    let (stats, bytes) = unpack_verified(download, digest, size, dest).context(Corrupt {
+        url: url.to_string(),
+    })?;
     let checked = if digest.is_some() { ", sha256 ok" } else { "" };
     Ok((
         true,

@@ -1,7 +1,8 @@
 //! A small blocking HTTP/1.1 client for the node protocol: `GET` with
 //! `Range` resumption, exponential backoff with jitter, `Retry-After`, and a
-//! `POST` for status reports. Plain HTTP to an IPv4 head only: stage 1 has
-//! no resolver and no TLS (Warewulf serves provisioning over plain HTTP).
+//! `POST` for status reports, to an IPv4 head (stage 1 has no resolver):
+//! plain HTTP as Warewulf, or HTTPS verified against the cluster CA when
+//! the node has one ([`crate::tls`]).
 //!
 //! Runtime overlay downloads come from a privileged source port when
 //! possible, so the head's `secure` rule (runtime overlay only to ports
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::cmdline::Server;
+use crate::tls::Conn;
 
 /// Connect and per-read timeout.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,7 +58,8 @@ pub struct Url {
 
 impl std::fmt::Display for Url {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.addr, self.path)
+        let (scheme, addr) = (crate::tls::scheme(), crate::tls::target(self.addr));
+        write!(f, "{scheme}://{addr}{}", self.path)
     }
 }
 
@@ -192,9 +195,9 @@ impl Response {
 
 /// A response body.
 pub enum Body {
-    Length(io::Take<BufReader<TcpStream>>),
-    Chunked(Chunked<BufReader<TcpStream>>),
-    Close(BufReader<TcpStream>),
+    Length(io::Take<BufReader<Conn>>),
+    Chunked(Chunked<BufReader<Conn>>),
+    Close(BufReader<Conn>),
 }
 
 impl Read for Body {
@@ -323,32 +326,33 @@ pub fn request(
     timeout: Duration,
     privileged: bool,
 ) -> Result<Response, HttpError> {
-    let addr = SocketAddr::V4(url.addr);
+    let addr = crate::tls::target(url.addr);
     let stream = connect(addr, timeout, privileged).map_err(|e| HttpError::Connect(addr, e))?;
     let io_err = |e| HttpError::Io(url.to_string(), e);
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let mut stream = crate::tls::wrap(stream, url.addr).map_err(io_err)?;
     let mut head = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wwinit/{}\r\nConnection: close\r\n",
         url.path,
         url.addr,
         env!("CARGO_PKG_VERSION")
     );
-    for (k, v) in headers {
+    for (k, v) in headers.iter().chain(&crate::tls::request_headers()) {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     if !body.is_empty() || method == "POST" {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    let mut w = &stream;
-    w.write_all(head.as_bytes()).map_err(io_err)?;
-    w.write_all(body).map_err(io_err)?;
+    stream.write_all(head.as_bytes()).map_err(io_err)?;
+    stream.write_all(body).map_err(io_err)?;
     let mut r = BufReader::with_capacity(SOCKET_BUF, stream);
     let (status, headers) = read_head(&mut r).map_err(|e| match e {
         HeadError::Io(e) => io_err(e),
         HeadError::Bad(m) => HttpError::Protocol(url.to_string(), m),
     })?;
+    crate::tls::remember_token(&headers);
     let header = |n: &str| {
         headers
             .iter()

@@ -22,6 +22,7 @@ pub mod net;
 pub mod realsys;
 pub mod rootfs;
 pub mod sys;
+pub mod tls;
 
 /// Runs the boot as PID 1; never returns.
 pub fn run_pid1() -> ! {

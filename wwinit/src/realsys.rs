@@ -110,6 +110,12 @@ impl Sys for RealSys {
         mount_raw(from, to, None, libc::MS_MOVE, "")
     }
 
+    fn umount(&mut self, target: &str) -> io::Result<()> {
+        let t = cstr(target)?;
+        // SAFETY: `t` is a valid NUL-terminated path.
+        check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) })
+    }
+
     fn is_mountpoint(&mut self, path: &str) -> bool {
         let p = Path::new(path);
         let parent = p.parent().unwrap_or(Path::new("/"));

@@ -67,6 +67,8 @@ pub trait Sys {
     ) -> io::Result<()>;
     /// `mount(from, to, MS_MOVE)`.
     fn move_mount(&mut self, from: &str, to: &str) -> io::Result<()>;
+    /// `umount2(target, MNT_DETACH)`.
+    fn umount(&mut self, target: &str) -> io::Result<()>;
     /// Whether `path` is a mount point (its device differs from its parent's).
     fn is_mountpoint(&mut self, path: &str) -> bool;
     fn mkdir_all(&mut self, path: &str) -> io::Result<()>;
@@ -153,6 +155,8 @@ pub mod fake {
         pub timeouts: Option<(std::time::Duration, std::time::Duration)>,
         /// Symlinks `canonical` resolves: path → target.
         pub links: BTreeMap<String, String>,
+        /// `fetch_unpack` calls (counted from 1) that fail as a corrupt download.
+        pub corrupt_fetches: BTreeSet<usize>,
     }
 
     impl FakeSys {
@@ -193,6 +197,10 @@ pub mod fake {
         fn mount(&mut self, s: &str, t: &str, fs: &str, f: MountFlags, d: &str) -> io::Result<()> {
             self.mountpoints.insert(t.to_owned());
             self.rec(format!("mount {s} {t} {fs} [{}] {d}", flags(f)));
+            Ok(())
+        }
+        fn umount(&mut self, target: &str) -> io::Result<()> {
+            self.rec(format!("umount {target}"));
             Ok(())
         }
         fn move_mount(&mut self, from: &str, to: &str) -> io::Result<()> {
@@ -305,6 +313,15 @@ pub mod fake {
                 "fetch {}:{} {what} -> {dest}",
                 server.host, server.port
             ));
+            let n = self
+                .calls
+                .iter()
+                .filter(|c| c.starts_with("fetch "))
+                .count();
+            if self.corrupt_fetches.contains(&n) {
+                return Err(anyhow::anyhow!("digest mismatch")
+                    .context(crate::fetch::Corrupt { url: what.clone() }));
+            }
             Ok(true)
         }
         fn report(&mut self, _server: &Server, _wwid: &Mac, stage: &str, _detail: &str) {

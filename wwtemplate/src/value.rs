@@ -12,8 +12,30 @@
 //!
 //! Map iteration (`range`, printing) is in sorted key order, as in Go.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// Field and map key names seen by this thread, shared instead of allocated
+/// anew: a site's data repeats the same few dozen names for every node.
+/// Bounded so unusual data (e.g. many distinct tag keys) cannot grow it.
+fn key(name: &str) -> Arc<str> {
+    const MAX_KEYS: usize = 4096;
+    thread_local! {
+        static KEYS: RefCell<HashMap<Box<str>, Arc<str>>> = RefCell::new(HashMap::new());
+    }
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some(k) = keys.get(name) {
+            return Arc::clone(k);
+        }
+        let k: Arc<str> = Arc::from(name);
+        if keys.len() < MAX_KEYS {
+            keys.insert(name.into(), Arc::clone(&k));
+        }
+        k
+    })
+}
 
 /// A template value: nil, bool, integer, float, string, list, map or function.
 ///
@@ -47,7 +69,7 @@ impl Value {
     pub fn map<K: AsRef<str>, T: Into<Value>>(entries: impl IntoIterator<Item = (K, T)>) -> Self {
         let map: BTreeMap<Arc<str>, gotmpl::Value> = entries
             .into_iter()
-            .map(|(k, v)| (Arc::from(k.as_ref()), v.into().0))
+            .map(|(k, v)| (key(k.as_ref()), v.into().0))
             .collect();
         Value(gotmpl::Value::Map(Arc::new(map)))
     }
@@ -142,14 +164,16 @@ fn wwbool_methods(raw: &str) -> (bool, bool) {
 /// Builder for an object: a map of fields and precomputed niladic methods.
 #[derive(Default, Debug, Clone)]
 pub struct Object {
-    entries: BTreeMap<Arc<str>, gotmpl::Value>,
+    /// In insertion order; sorted once by [`Object::build`] (a later entry
+    /// with the same name wins), which is cheaper than a tree insert per field.
+    entries: Vec<(Arc<str>, gotmpl::Value)>,
 }
 
 impl Object {
     /// Adds a field; a later entry with the same name replaces an earlier one.
     #[must_use]
     pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.entries.insert(Arc::from(name), value.into().0);
+        self.entries.push((key(name), value.into().0));
         self
     }
 
@@ -169,9 +193,28 @@ impl Object {
         }
     }
 
+    /// Sorts the fields by name, keeping the last of equal names. An object
+    /// that is cloned and extended many times (one per node and template)
+    /// should be compacted first: sorting a sorted prefix is linear.
+    #[must_use]
+    pub fn compact(mut self) -> Self {
+        // Stable, so equal names stay in insertion order; keep the last.
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Arc<str>, gotmpl::Value)> = Vec::with_capacity(self.entries.len());
+        for e in self.entries {
+            match out.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => out.push(e),
+            }
+        }
+        self.entries = out;
+        self
+    }
+
     /// Finishes the object.
     pub fn build(self) -> Value {
-        Value(gotmpl::Value::Map(Arc::new(self.entries)))
+        let map: BTreeMap<Arc<str>, gotmpl::Value> = self.compact().entries.into_iter().collect();
+        Value(gotmpl::Value::Map(Arc::new(map)))
     }
 }
 
@@ -311,6 +354,25 @@ mod tests {
         let v = Value::from(serde_json::json!({"a": [1, "x", null, true, 1.5]}));
         let list = v.get("a").expect("key a exists");
         assert!(matches!(list.0, gotmpl::Value::List(ref l) if l.len() == 5));
+    }
+
+    #[test]
+    fn later_fields_replace_earlier_ones() {
+        let base = Value::object()
+            .field("b", "1")
+            .field("a", "x")
+            .field("b", "2")
+            .compact();
+        let v = base.clone().field("a", "y").field("c", "3").build();
+        let text = |k: &str| v.get(k).map(|v| format!("{:?}", v.0));
+        assert_eq!(text("a"), Some(format!("{:?}", gotmpl::Value::from("y"))));
+        assert_eq!(text("b"), Some(format!("{:?}", gotmpl::Value::from("2"))));
+        assert_eq!(text("c"), Some(format!("{:?}", gotmpl::Value::from("3"))));
+        let first = base.build();
+        assert_eq!(
+            first.get("a").map(|v| format!("{:?}", v.0)),
+            Some(format!("{:?}", gotmpl::Value::from("x")))
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! `wwctl configure ssh|hostfile|nfs`: head-side services set up from
+//! `wwctl configure ssh|hostfile|nfs|tls`: head-side services set up from
 //! `warewulf.conf`, as Warewulf's `wwctl configure` does.
 //!
+//! - `tls` creates (or imports, exports) the cluster CA and the head's
+//!   certificate in `<sysconfdir>/warewulf/tls` ([`crate::tls`]);
 //! - `ssh` creates the cluster-wide SSH host keys in
 //!   `<sysconfdir>/warewulf/keys` (copied to nodes by the `ssh.host_keys`
 //!   overlay) and root's key pair (its public key reaches the nodes through
@@ -47,6 +49,27 @@ enum ConfigureCommand {
     Hostfile(RootArgs),
     /// Write the head's /etc/exports from the host overlay and re-export.
     Nfs(RootArgs),
+    /// Create, import or export the cluster CA and the head's certificate.
+    Tls(TlsArgs),
+}
+
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Create what is missing: cluster CA, head certificate, token key.
+    #[arg(long, conflicts_with_all = ["import", "export"])]
+    create: bool,
+    /// Issue a new head certificate under the existing CA.
+    #[arg(long, conflicts_with_all = ["import", "export"])]
+    renew: bool,
+    /// Extra name or address for the head certificate (repeatable).
+    #[arg(long = "san", value_name = "NAME")]
+    sans: Vec<String>,
+    /// Copy ca.crt, warewulf.crt, warewulf.key (and ca.key, token.key) from DIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "export")]
+    import: Option<PathBuf>,
+    /// Copy the site's TLS files to DIR (keys mode 0600).
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -67,7 +90,44 @@ pub fn run(ctx: &Ctx, args: ConfigureArgs) -> Result<()> {
             Ok(())
         }
         ConfigureCommand::Nfs(a) => nfs(&ctx.config, a.root.as_deref()),
+        ConfigureCommand::Tls(a) => tls(&ctx.config, a),
     }
+}
+
+/// `wwctl configure tls`: see [`crate::tls`].
+fn tls(config: &Config, args: TlsArgs) -> Result<()> {
+    let dir = crate::tls::TlsPaths::new(config).dir;
+    if let Some(from) = &args.import {
+        let copied = crate::tls::import(config, from)?;
+        println!("imported {} into {}", copied.join(", "), dir.display());
+        return Ok(());
+    }
+    if let Some(to) = &args.export {
+        let copied = crate::tls::export(config, to)?;
+        println!("exported {} to {}", copied.join(", "), to.display());
+        return Ok(());
+    }
+    if !args.create && !args.renew {
+        bail!("nothing to do: pass --create, --renew, --import DIR or --export DIR");
+    }
+    let done = crate::tls::create(config, &args.sans, args.renew)?;
+    let say = |made: bool, what: &str| {
+        let verb = if made { "created" } else { "keeping" };
+        println!("{verb} {what}");
+    };
+    say(done.ca, &format!("the cluster CA in {}", dir.display()));
+    say(done.head, "the head certificate (warewulf.crt)");
+    say(done.token_key, "the node token key (token.key)");
+    if done.head {
+        println!(
+            "names: {}",
+            crate::tls::head_names(config, &args.sans).join(", ")
+        );
+    }
+    if !config.warewulf.tls {
+        println!("set 'warewulf: tls: true' in warewulf.conf to serve HTTPS");
+    }
+    Ok(())
 }
 
 /// Host keys for every `ssh: key types` entry, then root's key pair.

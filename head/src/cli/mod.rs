@@ -11,11 +11,15 @@ use crate::config::{self, Config};
 pub mod configure;
 pub mod editor;
 pub mod image;
+pub mod initramfs;
+pub mod kernel;
 pub mod node;
 pub mod output;
 pub mod overlay;
+pub mod power;
 pub mod profile;
 pub mod server;
+pub mod ssh;
 
 /// Ironwulf cluster provisioning (Warewulf compatible).
 #[derive(Debug, Parser)]
@@ -44,14 +48,22 @@ pub enum Command {
     /// Manage node images.
     #[command(visible_alias = "container", alias = "vnfs")]
     Image(image::ImageArgs),
+    /// Manage kernels imported apart from images.
+    Kernel(kernel::KernelArgs),
+    /// Build the stage-1 initramfs of two-stage boots.
+    Initramfs(initramfs::InitramfsArgs),
     /// Manage nodes.
     Node(node::NodeArgs),
     /// Manage overlays and build node overlay images.
     Overlay(overlay::OverlayArgs),
     /// Manage node profiles.
     Profile(profile::ProfileArgs),
+    /// Control node power through their BMCs (IPMI).
+    Power(power::PowerArgs),
     /// Run the provisioning server (DHCP) in the foreground.
     Server(server::ServerArgs),
+    /// Run a command on nodes over ssh, in parallel.
+    Ssh(ssh::SshArgs),
     /// Print the version.
     Version,
 }
@@ -72,10 +84,14 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Configure(args) => configure::run(&ctx, args),
         Command::Image(args) => image::run(&ctx, args),
+        Command::Kernel(args) => kernel::run(&ctx, args),
+        Command::Initramfs(args) => initramfs::run(&ctx, args),
         Command::Node(args) => node::run(&ctx, args),
         Command::Overlay(args) => overlay::run(&ctx, args),
         Command::Profile(args) => profile::run(&ctx, args),
+        Command::Power(args) => power::run(&ctx, args),
         Command::Server(args) => server::run(&ctx, args),
+        Command::Ssh(args) => ssh::run(&ctx, args),
         Command::Version => unreachable!("handled above"),
     }
 }

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use super::Context;
 use super::output::{FormatArgs, Table};
 use crate::nodedb::hostlist;
-use crate::nodedb::merge::MergedNode;
+use crate::nodedb::merge::{MergedNode, field_sources};
 use crate::nodedb::model::{NodeConf, NodesConf, is_unset_value, parse_bool};
 use crate::nodedb::store::{self, NodeDb, NodeDbError};
 use crate::nodedb::validate::{Owner, Problem, validate};
@@ -47,6 +47,10 @@ pub enum NodeCommand {
     Export(ExportArgs),
     /// Add or replace nodes from a YAML file.
     Import(ImportArgs),
+    /// Connect to a node's serial console (IPMI Serial-over-LAN).
+    Console(super::power::ConsoleArgs),
+    /// Show a node's IPMI sensors.
+    Sensors(super::power::SensorsArgs),
 }
 
 /// Flags that set fields of a node or a profile.
@@ -405,6 +409,8 @@ pub fn run(ctx: &Context, args: NodeArgs) -> Result<()> {
         NodeCommand::Edit(a) => edit(&path, a),
         NodeCommand::Export(a) => export(&path, a),
         NodeCommand::Import(a) => import(&path, a),
+        NodeCommand::Console(a) => super::power::console(ctx, a),
+        NodeCommand::Sensors(a) => super::power::sensors(ctx, a),
     }
 }
 
@@ -529,13 +535,9 @@ fn list(path: &Path, a: ListArgs) -> Result<()> {
         let mut t = Table::new(["NODE", "FIELD", "PROFILE", "VALUE"]);
         for m in &merged {
             t.row([m.id.clone(), "Id".into(), "--".into(), m.id.clone()]);
-            for f in &m.fields {
-                t.row([
-                    m.id.clone(),
-                    f.field.clone(),
-                    dash(Some(&f.source)),
-                    f.value.clone(),
-                ]);
+            let raw = &db.conf.nodes()[&m.id];
+            for f in field_sources(db.conf.profiles(), &m.id, raw) {
+                t.row([m.id.clone(), f.field, dash(Some(&f.source)), f.value]);
             }
         }
         t.print();

@@ -25,6 +25,16 @@ impl ImageStore {
         }
     }
 
+    /// The directory holding every image's directory.
+    pub fn chroot_dir(&self) -> &Path {
+        &self.chroot_dir
+    }
+
+    /// `<wwchrootdir>/<name>`: the image's `rootfs/` and its bookkeeping.
+    pub fn image_dir(&self, name: &str) -> PathBuf {
+        self.chroot_dir.join(name)
+    }
+
     /// The directory built archives and manifests are written to.
     pub fn images_dir(&self) -> &Path {
         &self.images_dir
@@ -90,6 +100,84 @@ impl ImageStore {
         names.sort();
         Ok(names)
     }
+}
+
+/// Held while an image tree is being changed (import, exec, shell, copy,
+/// rename, delete, syncuser): a second session on the same image is refused
+/// instead of waiting. The lock dies with the process, so a killed `wwctl`
+/// never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct SessionLock {
+    _file: fs::File,
+}
+
+impl SessionLock {
+    pub fn acquire(store: &ImageStore, name: &str) -> Result<Self> {
+        validate_name(name)?;
+        fs::create_dir_all(&store.chroot_dir)
+            .with_context(|| format!("creating {}", store.chroot_dir.display()))?;
+        let path = store.chroot_dir.join(format!(".{name}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                recover(store, name)?;
+                Ok(Self { _file: file })
+            }
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "image {name} is in use by another wwctl session (import, exec or shell); try again when it ends"
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Cleans up after a `wwctl` that was killed while changing image `name`
+/// (the caller holds its lock, so nothing else is using these): staging
+/// directories of imports and copies go, a half-finished delete is finished,
+/// and an image moved aside by an interrupted `--force` import whose
+/// replacement never arrived is put back.
+fn recover(store: &ImageStore, name: &str) -> Result<()> {
+    let Ok(entries) = fs::read_dir(&store.chroot_dir) else {
+        return Ok(());
+    };
+    let image = store.image_dir(name);
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&format!(".{name}.")))
+        else {
+            continue;
+        };
+        let Some((kind, pid)) = rest.split_once('-') else {
+            continue;
+        };
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let path = entry.path();
+        match kind {
+            "old" if !image.exists() => {
+                tracing::warn!("restoring image {name} from {}", path.display());
+                fs::rename(&path, &image)
+                    .with_context(|| format!("restoring {}", path.display()))?;
+            }
+            "import" | "copy" | "old" | "delete" => {
+                tracing::info!("removing the leftover {}", path.display());
+                fs::remove_dir_all(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Image names become file names: no separators, no hidden or relative names.

@@ -34,8 +34,6 @@ pub struct MergedNode {
     pub id: String,
     /// The effective settings; `profiles` is the node's own list.
     pub conf: NodeConf,
-    /// Every set field in Warewulf's order, with its source.
-    pub fields: Vec<FieldSource>,
     /// Profiles named by the node (after expansion) that do not exist.
     pub missing_profiles: Vec<String>,
 }
@@ -92,18 +90,69 @@ pub fn merge_node(db: &NodesConf, id: &str) -> Option<MergedNode> {
     db.nodes().get(id).map(|raw| merge(db.profiles(), id, raw))
 }
 
-/// Merges every node, in name order.
+/// Merges every node, in name order, on all cores when there are many.
 pub fn merge_all(db: &NodesConf) -> Vec<MergedNode> {
-    db.nodes()
-        .iter()
-        .map(|(id, raw)| merge(db.profiles(), id, raw))
-        .collect()
+    const PER_THREAD: usize = 512;
+    let nodes: Vec<(&String, &NodeConf)> = db.nodes().iter().collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if nodes.len() < 2 * PER_THREAD || workers == 1 {
+        return nodes
+            .into_iter()
+            .map(|(id, raw)| merge(db.profiles(), id, raw))
+            .collect();
+    }
+    let chunk = nodes.len().div_ceil(workers).max(PER_THREAD);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(id, raw)| merge(db.profiles(), id, raw))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("merging does not panic"))
+            .collect()
+    })
 }
 
 /// The pure merge: `raw` is the node as written, `profiles` the profile table.
 pub fn merge(profiles: &BTreeMap<String, NodeConf>, id: &str, raw: &NodeConf) -> MergedNode {
+    merge_tracked(profiles, id, raw, None)
+}
+
+/// Every set field of node `id` after merging, in Warewulf's order, with the
+/// profile (or node) that set it: what `node list --all` shows. Kept apart
+/// from [`merge`] because naming every field costs more than the merge.
+pub fn field_sources(
+    profiles: &BTreeMap<String, NodeConf>,
+    id: &str,
+    raw: &NodeConf,
+) -> Vec<FieldSource> {
+    let mut sources = HashMap::new();
+    let merged = merge_tracked(profiles, id, raw, Some(&mut sources));
+    flatten(&merged.conf)
+        .into_iter()
+        .map(|(field, _, value)| FieldSource {
+            source: sources.get(&field).cloned().unwrap_or_default(),
+            field,
+            value,
+        })
+        .collect()
+}
+
+/// The merge; with `sources`, also records who set each field.
+fn merge_tracked(
+    profiles: &BTreeMap<String, NodeConf>,
+    id: &str,
+    raw: &NodeConf,
+    mut sources: Option<&mut HashMap<String, String>>,
+) -> MergedNode {
     let mut acc = NodeConf::default();
-    let mut sources: HashMap<String, String> = HashMap::new();
     let mut missing = Vec::new();
     for pid in expand_profiles(profiles, raw.profiles.as_deref().unwrap_or_default()) {
         let Some(profile) = profiles.get(&pid) else {
@@ -117,42 +166,37 @@ pub fn merge(profiles: &BTreeMap<String, NodeConf>, id: &str, raw: &NodeConf) ->
         profile.discoverable = None;
         profile.asset_key = None;
         merge_into(&mut acc, &profile);
-        for (field, is_list, _) in flatten(&profile) {
-            let src = match sources.get(&field) {
-                Some(prev) if is_list && !prev.is_empty() => format!("{prev},{pid}"),
-                _ => pid.clone(),
-            };
-            sources.insert(field, src);
+        if let Some(sources) = sources.as_deref_mut() {
+            for (field, is_list, _) in flatten(&profile) {
+                let src = match sources.get(&field) {
+                    Some(prev) if is_list && !prev.is_empty() => format!("{prev},{pid}"),
+                    _ => pid.clone(),
+                };
+                sources.insert(field, src);
+            }
         }
     }
     let mut own = raw.clone();
     own.profiles = None;
     merge_into(&mut acc, &own);
-    for (field, is_list, _) in flatten(&own) {
-        let prev = sources.get(&field).cloned().unwrap_or_default();
-        let src = match (is_list, prev.is_empty()) {
-            (true, false) => format!("{prev},{id}"),
-            (false, false) => "SUPERSEDED".to_owned(),
-            (_, true) => String::new(),
-        };
-        sources.insert(field, src);
+    if let Some(sources) = sources {
+        for (field, is_list, _) in flatten(&own) {
+            let prev = sources.get(&field).cloned().unwrap_or_default();
+            let src = match (is_list, prev.is_empty()) {
+                (true, false) => format!("{prev},{id}"),
+                (false, false) => "SUPERSEDED".to_owned(),
+                (_, true) => String::new(),
+            };
+            sources.insert(field, src);
+        }
+        sources.insert("Profiles".into(), String::new());
     }
     acc.profiles = raw.profiles.clone();
-    sources.insert("Profiles".into(), String::new());
     clean_lists(&mut acc);
     set_primary(&mut acc);
-    let fields = flatten(&acc)
-        .into_iter()
-        .map(|(field, _, value)| FieldSource {
-            source: sources.get(&field).cloned().unwrap_or_default(),
-            field,
-            value,
-        })
-        .collect();
     MergedNode {
         id: id.to_owned(),
         conf: acc,
-        fields,
         missing_profiles: missing,
     }
 }
@@ -475,8 +519,10 @@ mod tests {
         serde_norway::from_str(yaml).unwrap()
     }
 
-    fn field<'a>(m: &'a MergedNode, name: &str) -> Option<&'a FieldSource> {
-        m.fields.iter().find(|f| f.field == name)
+    fn field(db: &NodesConf, id: &str, name: &str) -> Option<FieldSource> {
+        field_sources(db.profiles(), id, &db.nodes()[id])
+            .into_iter()
+            .find(|f| f.field == name)
     }
 
     #[test]
@@ -579,18 +625,19 @@ nodes:
         assert_eq!(c.profiles.as_ref().unwrap(), &["gpu"]);
         assert!(c.resources.as_ref().unwrap().contains_key("fstab"));
 
-        let src = |f: &str| field(&n1, f).map(|f| f.source.as_str());
-        assert_eq!(src("Comment"), Some("SUPERSEDED"));
-        assert_eq!(src("ImageName"), Some("gpu"));
-        assert_eq!(src("SystemOverlay"), Some("default,gpu"));
-        assert_eq!(src("Kernel.Args"), Some("default,n1"));
-        assert_eq!(src("Tags[b]"), Some("gpu"));
-        assert_eq!(src("Tags[c]"), Some(""));
-        assert_eq!(src("NetDevs[default].Netmask"), Some("default"));
-        assert_eq!(src("NetDevs[default].Ipaddr"), Some(""));
-        assert_eq!(src("Ipmi.UserName"), Some("gpu"));
+        let src = |f: &str| field(&db, "n1", f).map(|f| f.source);
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(src("Comment"), some("SUPERSEDED"));
+        assert_eq!(src("ImageName"), some("gpu"));
+        assert_eq!(src("SystemOverlay"), some("default,gpu"));
+        assert_eq!(src("Kernel.Args"), some("default,n1"));
+        assert_eq!(src("Tags[b]"), some("gpu"));
+        assert_eq!(src("Tags[c]"), some(""));
+        assert_eq!(src("NetDevs[default].Netmask"), some("default"));
+        assert_eq!(src("NetDevs[default].Ipaddr"), some(""));
+        assert_eq!(src("Ipmi.UserName"), some("gpu"));
         assert_eq!(
-            field(&n1, "Kernel.Args").unwrap().value,
+            field(&db, "n1", "Kernel.Args").unwrap().value,
             "quiet,console=ttyS0"
         );
 

@@ -4,11 +4,13 @@
 //! - [`merge`]: profile resolution with per-field sources (pure);
 //! - [`validate`]: checks run before every write, with file positions;
 //! - [`store`]: locked, validated, atomic read-modify-write and change stamps;
+//! - [`split`]: large files parsed in pieces on all cores when that is exact;
 //! - [`hostlist`]: `n[01-10]` expansion and collapse.
 
 pub mod hostlist;
 pub mod merge;
 pub mod model;
+pub mod split;
 pub mod store;
 pub mod validate;
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::merge::{MergedNode, merge_all, merge_node};
 use super::model::NodesConf;
+use super::split;
 use super::validate::{Problem, validate};
 
 /// Errors of the node database.
@@ -97,6 +98,12 @@ pub fn parse(text: &str, path: &Path) -> Result<NodesConf, NodeDbError> {
     if text.trim().is_empty() {
         return Ok(NodesConf::default());
     }
+    if text.len() >= split::PARALLEL_MIN_BYTES {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(conf) = split::parse_parallel(text, workers) {
+            return Ok(conf);
+        }
+    }
     serde_norway::from_str(text).map_err(|e| yaml_error(path, &e))
 }
 
@@ -169,8 +176,13 @@ impl NodeDb {
             }
         };
         let conf = parse(&text, path)?;
-        for p in validate(&conf) {
-            tracing::debug!("{}", p.located(path, &text));
+        // Pre-existing problems are only of interest when debugging; finding
+        // duplicates merges every node, which large sites should not pay for
+        // on every read.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for p in validate(&conf) {
+                tracing::debug!("{}", p.located(path, &text));
+            }
         }
         Ok(Self {
             path: path.to_owned(),

@@ -12,6 +12,7 @@
 //! [`Site`] is built once per run (one build time for every node) and its
 //! `AllNodes` list once, on first use, shared by every render.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,7 +34,7 @@ impl Site {
     /// The site part of the data, with `now` as the build time of this run.
     pub fn new(config: &Config, nodes: Arc<Vec<MergedNode>>, now: SystemTime) -> Self {
         Self {
-            base: site_object(config, now),
+            base: site_object(config, now).compact(),
             nodes,
             all_nodes: OnceLock::new(),
         }
@@ -84,7 +85,9 @@ impl Site {
         if uses_all {
             full = full.field("AllNodes", self.all_nodes());
         }
-        NodeData { full }
+        NodeData {
+            full: full.compact(),
+        }
     }
 }
 
@@ -236,6 +239,17 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("")
 }
 
+/// An optional list as a (possibly empty) template list, without copying it
+/// first.
+fn string_list(l: &Option<Vec<String>>) -> Value {
+    Value::list(l.iter().flatten().map(String::as_str))
+}
+
+/// An optional string map as a (possibly empty) template map.
+fn string_map(m: &Option<BTreeMap<String, String>>) -> Value {
+    Value::map(m.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
 fn netdev_object(name: &str, nd: &NetDev, primary: bool) -> Value {
     let ip = opt(&nd.ipaddr);
     let mask = opt(&nd.netmask);
@@ -266,7 +280,7 @@ fn netdev_object(name: &str, nd: &NetDev, primary: bool) -> Value {
         .field("Prefix", plen6)
         .field("Gateway6", opt(&nd.gateway6))
         .field("MTU", opt(&nd.mtu))
-        .field("Tags", nd.tags.clone().unwrap_or_default())
+        .field("Tags", string_map(&nd.tags))
         .method("Primary", || primary.into())
         .method("IpCIDR", || ipcidr.into())
         .method("IpCIDR6", || ipcidr6.into())
@@ -332,18 +346,20 @@ fn fs_object(name: &str, f: &FileSystem) -> Value {
 fn node_fields(o: Object, node: &MergedNode) -> Object {
     let c = &node.conf;
     let primary = node.primary_netdev().unwrap_or("");
-    let netdevs = c.netdevs.clone().unwrap_or_default();
     let netdevs = Value::map(
-        netdevs
+        c.netdevs
             .iter()
+            .flatten()
             .map(|(n, nd)| (n.as_str(), netdev_object(n, nd, n == primary))),
     );
-    let kernel = c.kernel.clone().unwrap_or_default();
+    let no_kernel = Default::default();
+    let kernel = c.kernel.as_ref().unwrap_or(&no_kernel);
     let kernel = Value::object()
         .field("Version", opt(&kernel.version))
-        .field("Args", kernel.args.clone().unwrap_or_default())
+        .field("Args", string_list(&kernel.args))
         .field("Override", "");
-    let ipmi = c.ipmi.clone().unwrap_or_default();
+    let no_ipmi = Default::default();
+    let ipmi = c.ipmi.as_ref().unwrap_or(&no_ipmi);
     let ipmi = Value::object()
         .field("UserName", opt(&ipmi.username))
         .field("Password", opt(&ipmi.password))
@@ -355,16 +371,18 @@ fn node_fields(o: Object, node: &MergedNode) -> Object {
         .field("EscapeChar", opt(&ipmi.escapechar))
         .field("Write", Value::wwbool(opt(&ipmi.write)))
         .field("Template", opt(&ipmi.template))
-        .field("Tags", ipmi.tags.clone().unwrap_or_default());
-    let disks = c.disks.clone().unwrap_or_default();
-    let disk_values: Vec<(String, Value)> = disks
+        .field("Tags", string_map(&ipmi.tags));
+    let disk_values: Vec<(&str, Value)> = c
+        .disks
         .iter()
-        .map(|(n, d)| (n.clone(), disk_object(n, d)))
+        .flatten()
+        .map(|(n, d)| (n.as_str(), disk_object(n, d)))
         .collect();
-    let fss = c.filesystems.clone().unwrap_or_default();
-    let fs_values: Vec<(String, Value)> = fss
+    let fs_values: Vec<(&str, Value)> = c
+        .filesystems
         .iter()
-        .map(|(n, f)| (n.clone(), fs_object(n, f)))
+        .flatten()
+        .map(|(n, f)| (n.as_str(), fs_object(n, f)))
         .collect();
     let resources: Value = match &c.resources {
         Some(r) => serde_json::to_value(r).map_or_else(|_| Value::nil(), Value::from),
@@ -379,34 +397,28 @@ fn node_fields(o: Object, node: &MergedNode) -> Object {
         .field("ContainerName", image)
         .field("Container", image)
         .field("Ipxe", opt(&c.ipxe))
-        .field(
-            "RuntimeOverlay",
-            c.runtime_overlay.clone().unwrap_or_default(),
-        )
-        .field(
-            "SystemOverlay",
-            c.system_overlay.clone().unwrap_or_default(),
-        )
+        .field("RuntimeOverlay", string_list(&c.runtime_overlay))
+        .field("SystemOverlay", string_list(&c.system_overlay))
         .field("Kernel", kernel)
         .field("Ipmi", ipmi)
         .field("Init", opt(&c.init))
         .field("Root", opt(&c.root))
         .field("AssetKey", opt(&c.asset_key))
         .field("Discoverable", Value::wwbool(opt(&c.discoverable)))
-        .field("Profiles", c.profiles.clone().unwrap_or_default())
+        .field("Profiles", string_list(&c.profiles))
         .field("NetDevs", netdevs)
-        .field("Tags", c.tags.clone().unwrap_or_default())
+        .field("Tags", string_map(&c.tags))
         .field("PrimaryNetDev", primary)
         .field(
             "Disks",
-            Value::map(disk_values.iter().map(|(k, v)| (k.as_str(), v.clone()))),
+            Value::map(disk_values.iter().map(|(k, v)| (*k, v.clone()))),
         )
         .method("DiskList", || {
             Value::list(disk_values.iter().map(|(_, v)| v.clone()))
         })
         .field(
             "FileSystems",
-            Value::map(fs_values.iter().map(|(k, v)| (k.as_str(), v.clone()))),
+            Value::map(fs_values.iter().map(|(k, v)| (*k, v.clone()))),
         )
         .method("FileSystemList", || {
             Value::list(fs_values.iter().map(|(_, v)| v.clone()))

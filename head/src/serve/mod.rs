@@ -80,21 +80,44 @@ pub async fn run(config: Config) -> Result<()> {
             roots.ipxe.display(),
             roots.tftp.display()
         );
-        tasks.spawn(tftp::serve(roots, config.tftp.port, stop_rx.clone()));
+        tasks.spawn(tftp::serve(
+            roots,
+            config.tftp.port,
+            config.dhcp.interfaces.clone(),
+            stop_rx.clone(),
+        ));
     }
 
     let http_state = Arc::new(http::HttpState::new(&config, db.merged_all()));
-    {
-        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], config.warewulf.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding HTTP on {addr}"))?;
-        tracing::info!("HTTP on {addr}");
+    // HTTP, and HTTPS with `tls`, on `dhcp: interfaces` only when set.
+    let interfaces = &config.dhcp.interfaces;
+    for listener in http::listeners(config.warewulf.port, interfaces)? {
+        tracing::info!(
+            "HTTP on port {} ({})",
+            config.warewulf.port,
+            describe(interfaces)
+        );
         tasks.spawn(http::serve(
             Arc::clone(&http_state),
             listener,
             stop_rx.clone(),
         ));
+    }
+    if config.warewulf.tls {
+        let tls = crate::tls::server_config(&config)?;
+        for listener in http::listeners(config.warewulf.tls_port, interfaces)? {
+            tracing::info!(
+                "HTTPS on port {} ({})",
+                config.warewulf.tls_port,
+                describe(interfaces)
+            );
+            tasks.spawn(http::serve_tls(
+                Arc::clone(&http_state),
+                listener,
+                Arc::clone(&tls),
+                stop_rx.clone(),
+            ));
+        }
     }
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

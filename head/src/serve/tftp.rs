@@ -172,14 +172,50 @@ impl Handler for ReadOnly {
     }
 }
 
-/// Serves TFTP on `port` until `shutdown` turns true.
-pub async fn serve(roots: Roots, port: u16, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// Serves TFTP on `port` until `shutdown` turns true; on each of
+/// `interfaces` only (`SO_BINDTODEVICE`) when the list is not empty.
+pub async fn serve(
+    roots: Roots,
+    port: u16,
+    interfaces: Vec<String>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-    let socket =
-        std::net::UdpSocket::bind(addr).with_context(|| format!("binding TFTP port {port}"))?;
+    if interfaces.is_empty() {
+        let socket =
+            std::net::UdpSocket::bind(addr).with_context(|| format!("binding TFTP port {port}"))?;
+        return serve_socket(roots, socket, shutdown).await;
+    }
+    let mut servers = tokio::task::JoinSet::new();
+    for iface in &interfaces {
+        let socket = bound_udp(addr, iface)
+            .with_context(|| format!("binding TFTP port {port} on {iface}"))?;
+        servers.spawn(serve_socket(roots.clone(), socket, shutdown.clone()));
+    }
+    while let Some(done) = servers.join_next().await {
+        done.context("a TFTP server panicked")??;
+    }
+    Ok(())
+}
+
+/// A UDP socket on `addr` that only sees traffic of `iface`.
+fn bound_udp(addr: SocketAddr, iface: &str) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_address(true)?;
+    sock.bind_device(Some(iface.as_bytes()))?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+async fn serve_socket(
+    roots: Roots,
+    socket: std::net::UdpSocket,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let server = TftpServerBuilder::with_handler(ReadOnly { roots })
         .std_socket(socket)
-        .with_context(|| format!("setting up TFTP on port {port}"))?
+        .context("setting up TFTP")?
         .timeout(Duration::from_secs(3))
         .block_size_limit(1468)
         .window_size_limit(16)

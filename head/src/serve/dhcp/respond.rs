@@ -56,7 +56,9 @@ pub fn respond(
     if req.opcode() != Opcode::BootRequest {
         return (Outcome::Ignore("not a BOOTREQUEST"), seen);
     }
-    if req.htype() != HType::Eth || req.chaddr().len() < 6 {
+    // `chaddr()` slices by the packet's `hlen`, which panics past 16: check
+    // it first (a fuzzed packet of death, see `fuzz/fuzz_targets/dhcp.rs`).
+    if req.htype() != HType::Eth || !(6..=16).contains(&req.hlen()) {
         return (Outcome::Ignore("not an Ethernet client"), seen);
     }
     let Some(msg_type) = req.opts().msg_type() else {
@@ -456,6 +458,21 @@ mod tests {
         match m.opts().get(OptionCode::BootfileName) {
             Some(DhcpOption::BootfileName(f)) => String::from_utf8(f.clone()).unwrap(),
             other => panic!("no boot file: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hardware_length_over_16_is_ignored_not_a_panic() {
+        use dhcproto::{Decodable, Encodable};
+        let s = settings();
+        let mut raw = request(NODE, MessageType::Discover, pxe(0))
+            .to_vec()
+            .unwrap();
+        for hlen in [0u8, 5, 17, 255] {
+            raw[2] = hlen;
+            let m = Message::from_bytes(&raw).unwrap();
+            let (out, _) = respond(&m, &s, &hosts(), &mut table(&s), 1000, false);
+            assert!(matches!(out, Outcome::Ignore(_)), "hlen {hlen}");
         }
     }
 

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{HttpError, HttpState, Stage};
+use crate::image::kernel_import::{self, KernelStore};
 use crate::image::{ImageManifest, ImageStore, kernel};
 use crate::nodedb::MergedNode;
 
@@ -144,6 +145,7 @@ pub async fn resolve(
         Stage::System => overlay(&state, &node, "__SYSTEM__", &exts),
         Stage::Runtime => overlay(&state, &node, "__RUNTIME__", &exts),
         Stage::Initramfs => initramfs(&state, &node),
+        Stage::Kmods => kmods(&state, &node),
         Stage::Ipxe => Err(HttpError::internal("ipxe is not a file artifact")),
     })
     .await
@@ -384,7 +386,61 @@ pub fn kernel_version(state: &HttpState, node: &MergedNode) -> Option<String> {
     }
 }
 
+/// The directory of an imported kernel the node boots instead of one in its
+/// image: its `kernel: version` names a version the image lacks but
+/// `wwctl kernel import` stored.
+fn imported_kernel(state: &HttpState, node: &MergedNode) -> Option<PathBuf> {
+    let v = node
+        .conf
+        .kernel
+        .as_ref()?
+        .version
+        .as_deref()
+        .filter(|v| !v.is_empty() && !v.starts_with('/'))?;
+    if let Ok(name) = image_name(node) {
+        let rootfs = ImageStore::new(&state.config.paths).rootfs(name);
+        if kernel::find(&rootfs)
+            .iter()
+            .any(|k| k.version.as_deref() == Some(v))
+        {
+            return None;
+        }
+    }
+    let dir = KernelStore::new(&state.config.paths).kernel_dir(v).ok()?;
+    dir.join(kernel_import::VMLINUZ).is_file().then_some(dir)
+}
+
+/// The modules archive of an imported kernel, layered after the image.
+fn kmods(state: &HttpState, node: &MergedNode) -> Result<Found, HttpError> {
+    let Some(dir) = imported_kernel(state, node) else {
+        return Err(HttpError::not_found(format!(
+            "node {} boots its image's own kernel: no separate kmods",
+            node.id
+        )));
+    };
+    let path = dir.join(kernel_import::KMODS_GZ);
+    let Some((f, meta)) = open_regular(&path, true)? else {
+        return Err(HttpError::not_found(format!(
+            "{} not found",
+            path.display()
+        )));
+    };
+    let etag = digest(state, &f, &meta)?;
+    Ok(found(f, &meta, etag, &path))
+}
+
 fn kernel_file(state: &HttpState, node: &MergedNode) -> Result<Found, HttpError> {
+    if let Some(dir) = imported_kernel(state, node) {
+        let path = dir.join(kernel_import::VMLINUZ);
+        let Some((f, meta)) = open_regular(&path, true)? else {
+            return Err(HttpError::not_found(format!(
+                "{} not found",
+                path.display()
+            )));
+        };
+        let etag = digest(state, &f, &meta)?;
+        return Ok(found(f, &meta, etag, &path));
+    }
     let (rootfs, inside) = kernel_path(state, node)?;
     let path = resolve_in_root(&rootfs, &inside)
         .map_err(|e| HttpError::not_found(format!("kernel {inside} of node {}: {e}", node.id)))?;

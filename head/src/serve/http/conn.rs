@@ -8,20 +8,27 @@
 //! Requests are small (a request line, a few headers, at most a status
 //! report as body); anything the router does not need is refused early:
 //! heads over 16 KiB, bodies over 64 KiB, chunked uploads.
+//!
+//! [`serve_tls`] runs the same loop over rustls: the handshake has its own
+//! timeout, requests carry the [`OverTls`] extension, and file bodies are
+//! read with `pread` and encrypted in user space (no `sendfile`).
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 use super::artifact::FileRange;
@@ -45,12 +52,106 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest single `sendfile` call.
 const SENDFILE_MAX: usize = 1 << 30;
+/// A TLS handshake must complete within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// File bytes read per TLS write.
+const TLS_CHUNK: usize = 256 * 1024;
+
+/// Request extension: the request arrived over HTTPS.
+#[derive(Clone, Copy, Debug)]
+pub struct OverTls;
+
+/// Response extension: bytes sent after the [`FileRange`] body (already
+/// counted in `Content-Length`), e.g. a node's token member.
+#[derive(Clone, Debug)]
+pub struct Trailer(pub Bytes);
+
+/// A connection the loop can write a file range to.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    async fn send_range(&mut self, range: &FileRange) -> Result<()>;
+}
+
+impl Transport for TcpStream {
+    async fn send_range(&mut self, range: &FileRange) -> Result<()> {
+        send_file(self, range).await
+    }
+}
+
+impl Transport for TlsStream<TcpStream> {
+    async fn send_range(&mut self, range: &FileRange) -> Result<()> {
+        let mut buf = vec![0u8; TLS_CHUNK];
+        let mut offset = range.offset;
+        let mut left = range.len;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(TLS_CHUNK, |l| l.min(TLS_CHUNK));
+            let n = range
+                .file
+                .read_at(&mut buf[..want], offset)
+                .context("reading an artifact")?;
+            if n == 0 {
+                anyhow::bail!("artifact shrank while it was being sent");
+            }
+            timed(self.write_all(&buf[..n])).await?;
+            offset += n as u64;
+            left -= n as u64;
+            tokio::task::consume_budget().await;
+        }
+        Ok(())
+    }
+}
+
+/// TCP listeners on `port`: one on every interface when `interfaces` is
+/// empty, else one per interface bound to it (`SO_BINDTODEVICE`), so the
+/// head answers nothing that arrives on another network.
+pub fn listeners(port: u16, interfaces: &[String]) -> Result<Vec<TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let one = |iface: Option<&str>| -> std::io::Result<TcpListener> {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        if let Some(i) = iface {
+            sock.bind_device(Some(i.as_bytes()))?;
+        }
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(1024)?;
+        TcpListener::from_std(sock.into())
+    };
+    if interfaces.is_empty() {
+        return Ok(vec![
+            one(None).with_context(|| format!("binding TCP port {port}"))?,
+        ]);
+    }
+    interfaces
+        .iter()
+        .map(|i| one(Some(i)).with_context(|| format!("binding TCP port {port} on {i}")))
+        .collect()
+}
 
 /// Serves HTTP on `listener` until `shutdown` turns true, then stops
 /// accepting, lets in-flight requests finish (up to 30 s) and returns.
 pub async fn serve(
     state: Arc<HttpState>,
     listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    serve_with(state, listener, None, shutdown).await
+}
+
+/// [`serve`] over TLS: every connection starts with a rustls handshake.
+pub async fn serve_tls(
+    state: Arc<HttpState>,
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    serve_with(state, listener, Some(TlsAcceptor::from(config)), shutdown).await
+}
+
+async fn serve_with(
+    state: Arc<HttpState>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let app = router(state);
@@ -69,8 +170,20 @@ pub async fn serve(
                 };
                 let app = app.clone();
                 let stop = shutdown.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
-                    if let Err(e) = connection(app, stream, peer, stop).await {
+                    stream.set_nodelay(true).ok();
+                    let result = match tls {
+                        None => connection(app, stream, peer, stop, false).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => connection(app, s, peer, stop, true).await,
+                                Ok(Err(e)) => Err(anyhow::Error::from(e).context("TLS handshake")),
+                                Err(_) => Err(anyhow::anyhow!("TLS handshake timed out")),
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!("HTTP connection from {peer}: {e:#}");
                     }
                 });
@@ -176,13 +289,13 @@ fn parse_head(buf: &[u8]) -> Parse {
 
 /// Serves one connection until the client closes it, asks to, errs, idles
 /// out, or the server shuts down between requests.
-async fn connection(
+async fn connection<S: Transport>(
     app: Router,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    tls: bool,
 ) -> Result<()> {
-    stream.set_nodelay(true).ok();
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         if buf.is_empty() && *shutdown.borrow() {
@@ -281,6 +394,9 @@ async fn connection(
             req.headers_mut().append(name, value);
         }
         req.extensions_mut().insert(Peer(peer));
+        if tls {
+            req.extensions_mut().insert(OverTls);
+        }
 
         let resp = match app.clone().oneshot(req).await {
             Ok(r) => r,
@@ -298,14 +414,15 @@ async fn connection(
 }
 
 /// Writes `resp`: a file range by `sendfile`, anything else from memory.
-async fn write_response(
-    stream: &mut TcpStream,
+async fn write_response<S: Transport>(
+    stream: &mut S,
     resp: Response<Body>,
     keep_alive: bool,
     is_head: bool,
 ) -> Result<()> {
     let (mut parts, body) = resp.into_parts();
     let file = parts.extensions.remove::<FileRange>();
+    let trailer = parts.extensions.remove::<Trailer>();
     let bodiless = is_head
         || parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
@@ -355,7 +472,10 @@ async fn write_response(
     }
     timed(stream.write_all(&head)).await?;
     if let Some(range) = file.filter(|_| !bodiless) {
-        send_file(stream, &range).await?;
+        stream.send_range(&range).await?;
+        if let Some(Trailer(bytes)) = trailer {
+            timed(stream.write_all(&bytes)).await?;
+        }
     }
     Ok(())
 }

@@ -6,8 +6,10 @@
 //! - `conn`: the socket side, a small HTTP/1.1 keep-alive loop that hands
 //!   every request to the router and sends file bodies with `sendfile(2)`;
 //! - `identity`: `wwid` from the path, the query or the neighbour table;
+//!   with `tls`, the node-identity checks and node tokens (`docs/security.md`);
 //! - `ipxe`: rendering `<sysconfdir>/warewulf/ipxe/<template>.ipxe`;
 //! - `status`: the per-node boot timeline behind `GET /status`;
+//! - `manifest`: `GET /manifest/{wwid}`, what a two-stage node streams;
 //! - `autobuild`: stale overlays rebuilt on request (`autobuild overlays`).
 //!
 //! Nodes are swapped in whole by [`HttpState::set_nodes`] when `nodes.conf`
@@ -18,6 +20,7 @@ mod autobuild;
 mod conn;
 mod identity;
 mod ipxe;
+mod manifest;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -41,7 +44,7 @@ use crate::config::Config;
 use crate::nodedb::MergedNode;
 use crate::serve::ratelimit::RateLimit;
 
-pub use conn::serve;
+pub use conn::{listeners, serve, serve_tls};
 
 /// Header a node may use instead of `?assetkey=`.
 pub const ASSET_KEY_HEADER: &str = "x-warewulf-asset-key";
@@ -58,6 +61,8 @@ pub enum Stage {
     System,
     Runtime,
     Initramfs,
+    /// Modules of a kernel imported apart from the node's image.
+    Kmods,
 }
 
 impl Stage {
@@ -70,6 +75,7 @@ impl Stage {
             "system" => Self::System,
             "runtime" => Self::Runtime,
             "initramfs" => Self::Initramfs,
+            "kmods" => Self::Kmods,
             _ => return None,
         })
     }
@@ -83,6 +89,7 @@ impl Stage {
             Self::System => "SYSTEM_OVERLAY",
             Self::Runtime => "RUNTIME_OVERLAY",
             Self::Initramfs => "INITRAMFS",
+            Self::Kmods => "KMODS",
         }
     }
 }
@@ -125,6 +132,8 @@ pub struct HttpState {
     arp_table: PathBuf,
     /// Node traffic (unknown nodes, bad keys) is logged at a bounded rate.
     log_limit: Mutex<RateLimit>,
+    /// The per-node token key, with `warewulf: tls` (see `identity`).
+    tokens: Option<crate::tls::token::TokenKey>,
 }
 
 impl HttpState {
@@ -136,6 +145,7 @@ impl HttpState {
             digests: artifact::DigestCache::default(),
             autobuild: Arc::default(),
             arp_table: PathBuf::from(identity::PROC_NET_ARP),
+            tokens: identity::token_key(config),
             log_limit: Mutex::new(RateLimit::new(20, Duration::from_secs(10))),
         }
     }
@@ -222,6 +232,8 @@ struct NodeRequest {
     /// `{wwid}` from the path, percent-decoded.
     path_wwid: Option<String>,
     peer: Option<SocketAddr>,
+    /// Whether the request came over HTTPS.
+    tls: bool,
 }
 
 impl NodeRequest {
@@ -269,6 +281,7 @@ impl FromRequestParts<Arc<HttpState>> for NodeRequest {
             query,
             path_wwid,
             peer,
+            tls: parts.extensions.get::<conn::OverTls>().is_some(),
         })
     }
 }
@@ -283,6 +296,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         ("system", Stage::System),
         ("runtime", Stage::Runtime),
         ("initramfs", Stage::Initramfs),
+        ("kmods", Stage::Kmods),
     ] {
         let handler =
             move |st: State<Arc<HttpState>>, req: NodeRequest| stage_route(st, req, stage);
@@ -290,7 +304,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
             .route(&format!("/{prefix}"), get(handler))
             .route(&format!("/{prefix}/{{wwid}}"), get(handler));
     }
-    r.route("/provision", get(provision_route))
+    r.route("/manifest", get(manifest::manifest_route))
+        .route("/manifest/{wwid}", get(manifest::manifest_route))
+        .route("/provision", get(provision_route))
         .route("/provision/{wwid}", get(provision_route))
         .route("/efiboot/{*file}", get(efiboot_route))
         .route("/status", get(status_route))
@@ -337,6 +353,7 @@ async fn answer_stage(
         return Err(HttpError::not_found(format!("unknown node {shown}")));
     };
     check_asset_key(state, &node, req)?;
+    identity::check_node(state, &node, req, stage)?;
     if stage == Stage::Runtime && state.config.warewulf.secure {
         match req.peer {
             Some(p) if p.port() < 1024 => {}
@@ -370,6 +387,7 @@ async fn answer_stage(
         .await?;
         let name = found.name.clone();
         let (resp, bytes) = artifact::respond(found, &req.method, &req.headers);
+        let resp = identity::with_tls_material(state, &node, req, stage, resp)?;
         state
             .status
             .record(&node.id, stage.status_name(), &name, &req.peer_ip(), bytes);

@@ -603,3 +603,114 @@ where
     }
     out
 }
+
+// ------------------------------------------------- two-stage: manifest, iPXE
+
+#[tokio::test]
+async fn manifest_lists_what_the_routes_serve_with_digests() {
+    let site = Site::new();
+    let app = site.app();
+    let (st, h, body) = get(&app, &format!("/manifest/{}", N1.replace(':', "-"))).await;
+    assert_eq!(st, StatusCode::OK, "{}", text(&body));
+    assert_eq!(h[header::CONTENT_TYPE], "application/json");
+    let m: proto::Manifest = serde_json::from_slice(&body).unwrap();
+    let stages: Vec<&str> = m.iter().map(|e| e.stage.name()).collect();
+    assert_eq!(stages, ["image", "system", "runtime"]);
+    // Each URL answers with exactly the bytes the entry describes.
+    for e in &m {
+        assert_eq!(e.compression, proto::ArtifactCompression::Gz, "{e:?}");
+        assert!(
+            e.url
+                .starts_with(&format!("/{}/{N1}?compress=gz", e.stage.name()))
+        );
+        let (st, _, bytes) = get(&app, &e.url).await;
+        assert_eq!(st, StatusCode::OK, "{}", e.url);
+        assert_eq!(bytes.len() as u64, e.size, "{}", e.url);
+        assert_eq!(
+            e.digest.to_string(),
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+            "{}",
+            e.url
+        );
+    }
+    // zstd is preferred once the image has it.
+    let opts = BuildOptions {
+        force: true,
+        compressions: vec![Compression::Gzip, Compression::Zstd],
+        source_date_epoch: Some(0),
+        level: None,
+        threads: 1,
+    };
+    crate::image::build(
+        &ImageStore::new(&site.config.paths),
+        "img",
+        &opts,
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
+    let (_, _, body) = get(&app, &format!("/manifest/{N1}")).await;
+    let m: proto::Manifest = serde_json::from_slice(&body).unwrap();
+    assert_eq!(m[0].compression, proto::ArtifactCompression::Zst);
+    assert_eq!(m[0].url, format!("/image/{N1}?compress=zst"));
+    let zst = std::fs::read(site.root().join("provision/images/img.img.zst")).unwrap();
+    assert_eq!(m[0].size, zst.len() as u64);
+}
+
+#[tokio::test]
+async fn manifest_refuses_unknown_nodes_and_waits_for_missing_builds() {
+    let site = Site::new();
+    let app = site.app();
+    let (st, _, _) = get(&app, "/manifest/aa:bb:cc:dd:ee:99").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // n2 has an asset key and no overlays.
+    let (st, _, _) = get(&app, &format!("/manifest/{N2}")).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, body) = get(&app, &format!("/manifest/{N2}?assetkey=s3cret")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        text(&body).contains("node n2: the system artifact is not built yet"),
+        "{}",
+        text(&body)
+    );
+    // Without a runtime overlay the manifest simply omits it.
+    std::fs::remove_file(site.root().join("provision/overlays/n1/__RUNTIME__.img.gz")).unwrap();
+    let (st, _, body) = get(&app, &format!("/manifest/{N1}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let m: proto::Manifest = serde_json::from_slice(&body).unwrap();
+    assert_eq!(m.len(), 2);
+}
+
+#[tokio::test]
+async fn ipxe_offers_two_stage_to_tagged_nodes() {
+    let site = Site::new();
+    let state = site.state();
+    let app = router(Arc::clone(&state));
+    let (_, _, body) = get(&app, &format!("/ipxe/{N1}")).await;
+    let single = text(&body);
+    assert!(single.contains("initrd --name image"), "{single}");
+    assert!(!single.contains("stage1"), "{single}");
+
+    let tagged = NODES.replace(
+        "    cluster name: c1\n",
+        "    cluster name: c1\n    tags:\n      ironwulf.boot: two-stage\n",
+    );
+    state.set_nodes(merge_all(&parse(&tagged, Path::new("n")).unwrap()));
+    let (st, _, body) = get(&app, &format!("/ipxe/{N1}")).await;
+    let two = text(&body);
+    assert_eq!(st, StatusCode::OK, "{two}");
+    assert!(
+        two.contains(&format!(
+            "initrd --name stage1 ${{base}}/initramfs/{N1}?${{query}} || goto reboot\n"
+        )),
+        "{two}"
+    );
+    assert!(
+        two.contains(&format!(
+            "boot kernel initrd=stage1 wwid={N1} wwinit.server=10.0.0.1:9873 \
+             ip=${{ip}}::${{gateway}}:${{netmask}}:::off quiet crashkernel=no"
+        )),
+        "{two}"
+    );
+    assert!(!two.contains("initrd --name image"), "{two}");
+    assert!(!two.contains("<no value>"), "{two}");
+}

@@ -1,0 +1,305 @@
+#![allow(clippy::unwrap_used)]
+//! A two-stage boot over TLS from a real head (`wwctl server` with
+//! `warewulf: tls: true` in a network namespace this test creates).
+//!
+//! `wwctl configure tls --create` makes the cluster CA; the stage 1 is
+//! fetched from the head's `/initramfs/{wwid}` exactly as iPXE would, so it
+//! carries the CA and the HTTPS port the head appends. QEMU boots Debian's
+//! kernel with it; wwinit then speaks HTTPS only (verifying the head under
+//! the CA), gets the manifest, streams image, system and runtime overlay
+//! (the runtime overlay is served only over HTTPS with the node token the
+//! system overlay answer carried), switches root and execs `test-init`.
+//! A second node whose stage 1 holds a foreign CA must not get anything.
+//!
+//! Needs root, `qemu-system-x86`, `curl`, `scripts/fetch-kernel.sh`, the
+//! musl target. `IRONWULF_SKIP_QEMU=1` skips.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use qemu_tests::head::{HTTP_PORT, Head, Site};
+use qemu_tests::initrd::TEST_INIT_MARKER;
+use qemu_tests::netns::{HEAD_IP, Netns};
+use qemu_tests::{Arch, Kernel, Vm, artifacts, qemu_opted_out};
+
+/// Kernel + stage 1 + DHCP + TLS + streaming under TCG.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const MAC: &str = "52:54:00:12:34:31";
+const TLS_PORT: u16 = 9874;
+
+/// The static release wwinit, built once per test process.
+fn wwinit() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--release", "-p", "wwinit", "--target"])
+                .arg(artifacts::MUSL_TARGET)
+                .current_dir(artifacts::workspace_root())
+                .status()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !status.success() {
+                return Err(format!("building the static wwinit failed: {status}"));
+            }
+            Ok(artifacts::target_dir()
+                .join(artifacts::MUSL_TARGET)
+                .join("release/wwinit"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+/// Turns TLS on in the site's `warewulf.conf`.
+fn enable_tls(site: &Site) -> Result<()> {
+    let conf = fs::read_to_string(site.conf())?;
+    ensure!(conf.contains("warewulf:\n"), "no warewulf: section");
+    let conf = conf.replacen(
+        "warewulf:\n",
+        &format!("warewulf:\n  tls: true\n  tls port: {TLS_PORT}\n"),
+        1,
+    );
+    fs::write(site.conf(), conf)?;
+    Ok(())
+}
+
+/// Image `tiny` (test-init, the kernel and its virtio modules), overlay
+/// `testinit` (`member = system`), node n1; builds image, overlays (the
+/// `wwinit` overlay now holds the CA) and the stage 1.
+fn prepare(site: &Site, kernel: &Kernel) -> Result<()> {
+    let rootfs = site.rootfs("tiny");
+    for dir in ["boot", "dev", "proc", "sys", "etc", "run", "tmp", "sbin"] {
+        fs::create_dir_all(rootfs.join(dir))?;
+    }
+    let name = kernel
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("kernel path has no file name")?;
+    let kver = name.strip_prefix("vmlinuz-").unwrap_or(name).to_owned();
+    fs::copy(kernel.path(), rootfs.join(format!("boot/vmlinuz-{kver}")))?;
+    let modules = kernel
+        .path()
+        .parent()
+        .and_then(Path::parent)
+        .context("kernel has no parent directory")?
+        .join("lib/modules")
+        .join(&kver);
+    let dest = rootfs.join("lib/modules").join(&kver);
+    fs::create_dir_all(&dest)?;
+    for rel in [
+        "kernel/drivers/virtio",
+        "kernel/drivers/net/virtio_net.ko",
+        "kernel/drivers/net/net_failover.ko",
+        "kernel/net/core/failover.ko",
+    ] {
+        let status = Command::new("cp")
+            .args(["-a", "--parents", rel])
+            .arg(&dest)
+            .current_dir(&modules)
+            .status()
+            .context("running cp")?;
+        ensure!(status.success(), "copying {rel}");
+    }
+    fs::copy(artifacts::test_init()?, rootfs.join("sbin/test-init"))?;
+    fs::set_permissions(
+        rootfs.join("sbin/test-init"),
+        fs::Permissions::from_mode(0o755),
+    )?;
+    fs::write(rootfs.join("etc/ironwulf-member"), "image")?;
+    let overlay = site.overlay("testinit");
+    fs::create_dir_all(overlay.join("etc"))?;
+    fs::write(overlay.join("etc/ironwulf-member"), "system")?;
+    site.nodes(&format!(
+        "nodeprofiles: {{}}
+nodes:
+  n1:
+    image name: tiny
+    init: /sbin/test-init
+    system overlay: [wwinit, testinit]
+    runtime overlay: [hosts]
+    tags:
+      ironwulf.boot: two-stage
+    network devices:
+      default:
+        hwaddr: {MAC}
+        ipaddr: 10.99.0.31
+        netmask: 255.255.255.0
+"
+    ))?;
+    site.wwctl(&["image", "build", "tiny", "--compress", "gz,zst"])?;
+    site.wwctl(&["overlay", "build"])?;
+    let wwinit = wwinit()?;
+    site.wwctl(&[
+        "initramfs",
+        "build",
+        "tiny",
+        "-m",
+        "virtio",
+        "--wwinit",
+        wwinit.to_str().context("non-UTF-8 path")?,
+    ])?;
+    Ok(())
+}
+
+/// `GET /initramfs/{wwid}` from inside the network, as iPXE does.
+fn fetch_stage1(ns: &Netns, out: &Path) -> Result<u64> {
+    let url = format!("http://{HEAD_IP}:{HTTP_PORT}/initramfs/{MAC}");
+    let status = ns
+        .command("curl")
+        .args(["-sSf", "--max-time", "60", "-o"])
+        .arg(out)
+        .arg(&url)
+        .status()
+        .context("running curl")?;
+    ensure!(status.success(), "curl {url} failed");
+    Ok(fs::metadata(out)?.len())
+}
+
+fn spawn_node(
+    ns: &Netns,
+    tap: &str,
+    test: &str,
+    kernel: &Kernel,
+    stage1: &Path,
+    extra: &str,
+) -> Result<Vm> {
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qemu-{test}.log"));
+    let vm = Vm::builder()
+        .netns(ns.name())
+        .kernel_for(kernel)
+        .initrd(stage1)
+        .memory_mib(512)
+        .append(format!(
+            "console=ttyS0 panic=-1 wwid={MAC} wwinit.crash=poweroff wwinit.crash_delay=1 {extra}"
+        ))
+        .console_log(&log)
+        .args([
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device",
+            &format!("virtio-net-pci,netdev=n0,mac={MAC}"),
+        ])
+        .spawn()?;
+    eprintln!("{test}: {}", vm.command_line());
+    Ok(vm)
+}
+
+fn with_log<T>(r: Result<T>, head: &Head) -> Result<T> {
+    r.map_err(|e| e.context(format!("server log:\n{}", head.log())))
+}
+
+#[test]
+fn two_stage_boot_over_tls() {
+    if qemu_opted_out("two_stage_boot_over_tls") {
+        return;
+    }
+    let kernel = Kernel::locate(Arch::Amd64).unwrap();
+    let mut ns = Netns::new("tls").unwrap();
+    let tap = ns.add_tap().unwrap();
+    let site = Site::new().unwrap();
+    enable_tls(&site).unwrap();
+    site.wwctl(&["configure", "tls", "--create"]).unwrap();
+    prepare(&site, &kernel).unwrap();
+    let head = site.start(&ns).unwrap();
+
+    let stage1 = site.root().join("stage1-from-head.img");
+    let served = fetch_stage1(&ns, &stage1).unwrap();
+    let built = fs::read_dir(site.root().join("provision/initramfs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.metadata().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(served > built, "the head appended no CA to the stage 1");
+
+    let started = Instant::now();
+    let mut vm = spawn_node(&ns, &tap, "tls-twostage", &kernel, &stage1, "").unwrap();
+    let booted = vm.console().expect_all(
+        &[
+            "lease 10.99.0.31/255.255.255.0 from 10.99.0.1",
+            &format!("HTTPS to the head on port {TLS_PORT}"),
+            &format!("https://{HEAD_IP}:{TLS_PORT}/image/{MAC}?compress=zst: "),
+            ", sha256 ok",
+            &format!("https://{HEAD_IP}:{TLS_PORT}/system/{MAC}?compress=zst: "),
+            // Served only over HTTPS, to this node, with its token.
+            &format!("https://{HEAD_IP}:{TLS_PORT}/runtime/{MAC}?compress=zst: "),
+            "wwinit: stage switch-root: done",
+            &format!("{TEST_INIT_MARKER}system"),
+        ],
+        BOOT_TIMEOUT,
+    );
+    with_log(booted, &head).unwrap();
+    eprintln!(
+        "tls-twostage: init reached in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    vm.expect_poweroff(Duration::from_secs(30)).unwrap();
+    let log = head.log();
+    assert!(
+        !log.contains("refused"),
+        "the head refused something:\n{log}"
+    );
+    let status = ns.http_get(&head.url("/status")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(json["nodes"]["n1"]["stage"], "init", "{json}");
+}
+
+#[test]
+fn a_node_with_a_foreign_ca_gets_nothing() {
+    if qemu_opted_out("a_node_with_a_foreign_ca_gets_nothing") {
+        return;
+    }
+    let kernel = Kernel::locate(Arch::Amd64).unwrap();
+    let mut ns = Netns::new("tlsx").unwrap();
+    let tap = ns.add_tap().unwrap();
+    let site = Site::new().unwrap();
+    enable_tls(&site).unwrap();
+    site.wwctl(&["configure", "tls", "--create"]).unwrap();
+    prepare(&site, &kernel).unwrap();
+    let head = site.start(&ns).unwrap();
+    let stage1 = site.root().join("stage1-from-head.img");
+    fetch_stage1(&ns, &stage1).unwrap();
+    // Re-key the head after the node got its stage 1: the node now talks
+    // to a head it cannot verify, which must end the boot, not fall back.
+    drop(head);
+    let tls = site.root().join("etc/warewulf/tls");
+    fs::remove_dir_all(&tls).unwrap();
+    site.wwctl(&["configure", "tls", "--create"]).unwrap();
+    let head = site.start(&ns).unwrap();
+
+    // Retries of a failing download are bounded by wwinit.fetch_timeout.
+    let mut vm = spawn_node(
+        &ns,
+        &tap,
+        "tls-foreign-ca",
+        &kernel,
+        &stage1,
+        "wwinit.fetch_timeout=20",
+    )
+    .unwrap();
+    let failed = vm.console().expect_all(
+        &[
+            &format!("HTTPS to the head on port {TLS_PORT}"),
+            "wwinit: ERROR: boot failed",
+            "powering off in 1 s",
+        ],
+        BOOT_TIMEOUT,
+    );
+    with_log(failed, &head).unwrap();
+    vm.expect_poweroff(Duration::from_secs(30)).unwrap();
+    let console = vm.console().text();
+    assert!(
+        !console.contains(TEST_INIT_MARKER),
+        "a node booted from an unverified head"
+    );
+    assert!(
+        console.to_ascii_lowercase().contains("certificate"),
+        "the failure does not name the certificate:\n{console}"
+    );
+}
