@@ -164,6 +164,10 @@ paths:
             (artifacts::wwclient()?, "wwclient/rootfs/warewulf/wwclient"),
         ] {
             let to = dist.join(place);
+            // git keeps no empty folders: a fresh clone lacks `warewulf/`.
+            if let Some(dir) = to.parent() {
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
             fs::copy(&binary, &to).with_context(|| format!("installing {}", to.display()))?;
             fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
         }
