@@ -443,6 +443,37 @@ fn s4_four_nodes_at_once() {
                 "/status: {json}"
             );
         }
+        // `wwctl ssh` fans out to the booted nodes from the head's namespace
+        // with the site's key (the host keys checked as above).
+        let rsh = format!(
+            "ssh -F /dev/null -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes \
+             -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR -l root",
+            cluster.root_home.join(".ssh/id_ed25519").display(),
+            cluster.site.root().join("known_hosts").display()
+        );
+        let out = cluster
+            .ns
+            .command(&qemu_tests::head::wwctl()?.to_string_lossy())
+            .arg("--warewulfconf")
+            .arg(cluster.site.conf())
+            .args([
+                "ssh", "--fanout", "4", "--rsh", &rsh, "n[1-4]", "--", "hostname",
+            ])
+            .output()
+            .context("running wwctl ssh")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "wwctl ssh ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for n in 1..=NODES {
+            ensure!(
+                stdout.lines().any(|l| l.trim() == format!("n{n}: n{n}")),
+                "wwctl ssh output lacks n{n}: {stdout}"
+            );
+        }
         Ok(())
     };
     run().map_err(|e| cluster.fail(e)).unwrap();
