@@ -170,7 +170,10 @@ for t in tap0 tap1; do
 done
 
 step "wwctl server (DHCP, TFTP, HTTP)"
-private_root env HOME=/root ip netns exec "$ns" "$wwctl" -v server 2>"$site/server.log" &
+# `exec` so that the PID recorded is the server's own (unshare, sh, env and
+# ip each exec the next): the clean-up must stop the server, not a shell.
+(exec unshare --mount --propagation private -- sh -c 'mount --bind "$0" /root && exec "$@"' \
+  "$home" env HOME=/root ip netns exec "$ns" "$wwctl" -v server) 2>"$site/server.log" &
 pids+=($!)
 for _ in $(seq 100); do
   ip netns exec "$ns" curl -fsS http://10.99.0.1:9873/status >/dev/null 2>&1 && break
