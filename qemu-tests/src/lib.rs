@@ -24,6 +24,7 @@ pub mod kernel;
 pub mod netns;
 pub mod optout;
 pub mod ssh;
+pub mod tiny;
 pub mod vm;
 
 pub use console::Console;

@@ -15,45 +15,20 @@
 //! musl target. `IRONWULF_SKIP_QEMU=1` skips.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use qemu_tests::head::{HTTP_PORT, Head, Site};
 use qemu_tests::initrd::TEST_INIT_MARKER;
 use qemu_tests::netns::{HEAD_IP, Netns};
-use qemu_tests::{Arch, Kernel, Vm, artifacts, qemu_opted_out};
+use qemu_tests::tiny::two_stage_site;
+use qemu_tests::{Arch, Kernel, Vm, qemu_opted_out};
 
 /// Kernel + stage 1 + DHCP + TLS + streaming under TCG.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const MAC: &str = "52:54:00:12:34:31";
 const TLS_PORT: u16 = 9874;
-
-/// The static release wwinit, built once per test process.
-fn wwinit() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--release", "-p", "wwinit", "--target"])
-                .arg(artifacts::MUSL_TARGET)
-                .current_dir(artifacts::workspace_root())
-                .status()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("building the static wwinit failed: {status}"));
-            }
-            Ok(artifacts::target_dir()
-                .join(artifacts::MUSL_TARGET)
-                .join("release/wwinit"))
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
 
 /// Turns TLS on in the site's `warewulf.conf`.
 fn enable_tls(site: &Site) -> Result<()> {
@@ -65,85 +40,6 @@ fn enable_tls(site: &Site) -> Result<()> {
         1,
     );
     fs::write(site.conf(), conf)?;
-    Ok(())
-}
-
-/// Image `tiny` (test-init, the kernel and its virtio modules), overlay
-/// `testinit` (`member = system`), node n1; builds image, overlays (the
-/// `wwinit` overlay now holds the CA) and the stage 1.
-fn prepare(site: &Site, kernel: &Kernel) -> Result<()> {
-    let rootfs = site.rootfs("tiny");
-    for dir in ["boot", "dev", "proc", "sys", "etc", "run", "tmp", "sbin"] {
-        fs::create_dir_all(rootfs.join(dir))?;
-    }
-    let name = kernel
-        .path()
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("kernel path has no file name")?;
-    let kver = name.strip_prefix("vmlinuz-").unwrap_or(name).to_owned();
-    fs::copy(kernel.path(), rootfs.join(format!("boot/vmlinuz-{kver}")))?;
-    let modules = kernel
-        .path()
-        .parent()
-        .and_then(Path::parent)
-        .context("kernel has no parent directory")?
-        .join("lib/modules")
-        .join(&kver);
-    let dest = rootfs.join("lib/modules").join(&kver);
-    fs::create_dir_all(&dest)?;
-    for rel in [
-        "kernel/drivers/virtio",
-        "kernel/drivers/net/virtio_net.ko",
-        "kernel/drivers/net/net_failover.ko",
-        "kernel/net/core/failover.ko",
-    ] {
-        let status = Command::new("cp")
-            .args(["-a", "--parents", rel])
-            .arg(&dest)
-            .current_dir(&modules)
-            .status()
-            .context("running cp")?;
-        ensure!(status.success(), "copying {rel}");
-    }
-    fs::copy(artifacts::test_init()?, rootfs.join("sbin/test-init"))?;
-    fs::set_permissions(
-        rootfs.join("sbin/test-init"),
-        fs::Permissions::from_mode(0o755),
-    )?;
-    fs::write(rootfs.join("etc/ironwulf-member"), "image")?;
-    let overlay = site.overlay("testinit");
-    fs::create_dir_all(overlay.join("etc"))?;
-    fs::write(overlay.join("etc/ironwulf-member"), "system")?;
-    site.nodes(&format!(
-        "nodeprofiles: {{}}
-nodes:
-  n1:
-    image name: tiny
-    init: /sbin/test-init
-    system overlay: [wwinit, testinit]
-    runtime overlay: [hosts]
-    tags:
-      ironwulf.boot: two-stage
-    network devices:
-      default:
-        hwaddr: {MAC}
-        ipaddr: 10.99.0.31
-        netmask: 255.255.255.0
-"
-    ))?;
-    site.wwctl(&["image", "build", "tiny", "--compress", "gz,zst"])?;
-    site.wwctl(&["overlay", "build"])?;
-    let wwinit = wwinit()?;
-    site.wwctl(&[
-        "initramfs",
-        "build",
-        "tiny",
-        "-m",
-        "virtio",
-        "--wwinit",
-        wwinit.to_str().context("non-UTF-8 path")?,
-    ])?;
     Ok(())
 }
 
@@ -205,7 +101,7 @@ fn two_stage_boot_over_tls() {
     let site = Site::new().unwrap();
     enable_tls(&site).unwrap();
     site.wwctl(&["configure", "tls", "--create"]).unwrap();
-    prepare(&site, &kernel).unwrap();
+    two_stage_site(&site, &kernel, MAC, "10.99.0.31").unwrap();
     let head = site.start(&ns).unwrap();
 
     let stage1 = site.root().join("stage1-from-head.img");
@@ -261,7 +157,7 @@ fn a_node_with_a_foreign_ca_gets_nothing() {
     let site = Site::new().unwrap();
     enable_tls(&site).unwrap();
     site.wwctl(&["configure", "tls", "--create"]).unwrap();
-    prepare(&site, &kernel).unwrap();
+    two_stage_site(&site, &kernel, MAC, "10.99.0.31").unwrap();
     let head = site.start(&ns).unwrap();
     let stage1 = site.root().join("stage1-from-head.img");
     fetch_stage1(&ns, &stage1).unwrap();

@@ -20,135 +20,19 @@
 //! target. `IRONWULF_SKIP_QEMU=1` skips.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Result, ensure};
 use qemu_tests::head::{Head, Site};
 use qemu_tests::initrd::TEST_INIT_MARKER;
 use qemu_tests::netns::Netns;
-use qemu_tests::{Arch, Kernel, Vm, artifacts, qemu_opted_out};
+use qemu_tests::tiny::two_stage_site;
+use qemu_tests::{Arch, Kernel, Vm, qemu_opted_out};
 
 /// Kernel + stage 1 + DHCP + streaming under TCG takes 15–40 s here.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const MAC: &str = "52:54:00:12:34:21";
-
-/// The static release wwinit, built once per test process.
-fn wwinit() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--release", "-p", "wwinit", "--target"])
-                .arg(artifacts::MUSL_TARGET)
-                .current_dir(artifacts::workspace_root())
-                .status()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("building the static wwinit failed: {status}"));
-            }
-            Ok(artifacts::target_dir()
-                .join(artifacts::MUSL_TARGET)
-                .join("release/wwinit"))
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-/// `6.1.0-56-amd64` from `…/boot/vmlinuz-6.1.0-56-amd64`.
-fn release(kernel: &Kernel) -> Result<String> {
-    let name = kernel
-        .path()
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("kernel path has no file name")?;
-    Ok(name.strip_prefix("vmlinuz-").unwrap_or(name).to_owned())
-}
-
-/// Image `tiny` (test-init, `/etc/ironwulf-member = image`, the kernel and
-/// its modules tree), a site overlay `testinit` (`member = system`), node
-/// n1 with `init: /sbin/test-init`; builds image, overlays and the stage 1.
-/// Returns the stage 1's path.
-fn prepare(site: &Site, kernel: &Kernel) -> Result<PathBuf> {
-    let rootfs = site.rootfs("tiny");
-    for dir in ["boot", "dev", "proc", "sys", "etc", "run", "tmp", "sbin"] {
-        fs::create_dir_all(rootfs.join(dir))?;
-    }
-    let kver = release(kernel)?;
-    fs::copy(kernel.path(), rootfs.join(format!("boot/vmlinuz-{kver}")))?;
-    // The NIC drivers the stage-1 builder takes from the image.
-    let modules = kernel
-        .path()
-        .parent()
-        .and_then(Path::parent)
-        .context("kernel has no parent directory")?
-        .join("lib/modules")
-        .join(&kver);
-    let dest = rootfs.join("lib/modules").join(&kver);
-    fs::create_dir_all(&dest)?;
-    for rel in [
-        "kernel/drivers/virtio",
-        "kernel/drivers/net/virtio_net.ko",
-        "kernel/drivers/net/net_failover.ko",
-        "kernel/net/core/failover.ko",
-    ] {
-        let status = Command::new("cp")
-            .args(["-a", "--parents", rel])
-            .arg(&dest)
-            .current_dir(&modules)
-            .status()
-            .context("running cp")?;
-        ensure!(status.success(), "copying {rel}");
-    }
-    fs::copy(artifacts::test_init()?, rootfs.join("sbin/test-init"))?;
-    fs::set_permissions(
-        rootfs.join("sbin/test-init"),
-        fs::Permissions::from_mode(0o755),
-    )?;
-    fs::write(rootfs.join("etc/ironwulf-member"), "image")?;
-
-    let overlay = site.overlay("testinit");
-    fs::create_dir_all(overlay.join("etc"))?;
-    fs::write(overlay.join("etc/ironwulf-member"), "system")?;
-
-    site.nodes(&format!(
-        "nodeprofiles: {{}}
-nodes:
-  n1:
-    image name: tiny
-    init: /sbin/test-init
-    system overlay: [wwinit, testinit]
-    runtime overlay: [hosts]
-    tags:
-      ironwulf.boot: two-stage
-    network devices:
-      default:
-        hwaddr: {MAC}
-        ipaddr: 10.99.0.21
-        netmask: 255.255.255.0
-"
-    ))?;
-    site.wwctl(&["image", "build", "tiny", "--compress", "gz,zst"])?;
-    site.wwctl(&["overlay", "build"])?;
-    let wwinit = wwinit()?;
-    site.wwctl(&[
-        "initramfs",
-        "build",
-        "tiny",
-        "-m",
-        "virtio",
-        "--wwinit",
-        wwinit.to_str().context("non-UTF-8 path")?,
-    ])?;
-    Ok(site
-        .root()
-        .join("provision/initramfs")
-        .join(format!("{kver}.img")))
-}
 
 /// Starts node n1 on `tap`: Debian's kernel and the stage 1, as iPXE's
 /// two-stage path loads them.
@@ -188,7 +72,7 @@ fn two_stage_boot_from_a_real_head() {
     let mut ns = Netns::new("ts").unwrap();
     let tap = ns.add_tap().unwrap();
     let site = Site::new().unwrap();
-    let stage1 = prepare(&site, &kernel).unwrap();
+    let stage1 = two_stage_site(&site, &kernel, MAC, "10.99.0.21").unwrap();
     let head = site.start(&ns).unwrap();
 
     let started = Instant::now();
@@ -233,7 +117,7 @@ fn corrupt_artifact_is_retried_then_ends_in_the_crash_action() {
     let mut ns = Netns::new("tc").unwrap();
     let tap = ns.add_tap().unwrap();
     let site = Site::new().unwrap();
-    let stage1 = prepare(&site, &kernel).unwrap();
+    let stage1 = two_stage_site(&site, &kernel, MAC, "10.99.0.21").unwrap();
     // Bit rot on the head: same size, so the recorded digest still stands
     // in the manifest, but the bytes differ.
     let image = site.root().join("provision/images/tiny.img.zst");
@@ -282,7 +166,7 @@ fn head_started_after_the_node_still_boots_it() {
     let mut ns = Netns::new("tl").unwrap();
     let tap = ns.add_tap().unwrap();
     let site = Site::new().unwrap();
-    let stage1 = prepare(&site, &kernel).unwrap();
+    let stage1 = two_stage_site(&site, &kernel, MAC, "10.99.0.21").unwrap();
 
     let mut vm = spawn_node(&ns, &tap, "twostage-late-head", &kernel, &stage1).unwrap();
     std::thread::sleep(Duration::from_secs(20));
