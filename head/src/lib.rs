@@ -9,6 +9,7 @@ pub mod initramfs;
 pub mod logging;
 pub mod nodedb;
 pub mod overlay;
+pub mod par;
 pub mod power;
 pub mod serve;
 pub mod tls;

@@ -92,32 +92,8 @@ pub fn merge_node(db: &NodesConf, id: &str) -> Option<MergedNode> {
 
 /// Merges every node, in name order, on all cores when there are many.
 pub fn merge_all(db: &NodesConf) -> Vec<MergedNode> {
-    const PER_THREAD: usize = 512;
     let nodes: Vec<(&String, &NodeConf)> = db.nodes().iter().collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if nodes.len() < 2 * PER_THREAD || workers == 1 {
-        return nodes
-            .into_iter()
-            .map(|(id, raw)| merge(db.profiles(), id, raw))
-            .collect();
-    }
-    let chunk = nodes.len().div_ceil(workers).max(PER_THREAD);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = nodes
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(id, raw)| merge(db.profiles(), id, raw))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("merging does not panic"))
-            .collect()
-    })
+    crate::par::map(&nodes, 0, 512, |(id, raw)| merge(db.profiles(), id, raw))
 }
 
 /// The pure merge: `raw` is the node as written, `profiles` the profile table.

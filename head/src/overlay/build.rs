@@ -371,28 +371,12 @@ fn site_hash(config: &Config) -> Result<[u8; 32]> {
 }
 
 fn node_hashes(nodes: &[MergedNode], workers: usize) -> Vec<[u8; 32]> {
-    let chunk = nodes.len().div_ceil(workers.max(1)).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = nodes
-            .chunks(chunk)
-            .map(|c| {
-                s.spawn(move || {
-                    c.iter()
-                        .map(|n| {
-                            let mut h = Sha256::new();
-                            h.update(n.id.as_bytes());
-                            h.update([0]);
-                            h.update(serde_json::to_vec(&n.conf).unwrap_or_default());
-                            h.finalize().into()
-                        })
-                        .collect::<Vec<[u8; 32]>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("hashing does not panic"))
-            .collect()
+    crate::par::map(nodes, workers, 1, |n| {
+        let mut h = Sha256::new();
+        h.update(n.id.as_bytes());
+        h.update([0]);
+        h.update(serde_json::to_vec(&n.conf).unwrap_or_default());
+        h.finalize().into()
     })
 }
 

@@ -44,26 +44,9 @@ impl Site {
     pub fn all_nodes(&self) -> Value {
         self.all_nodes
             .get_or_init(|| {
-                let nodes = &self.nodes;
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let chunk = nodes.len().div_ceil(workers).max(1);
-                let parts: Vec<Vec<Value>> = std::thread::scope(|s| {
-                    let handles: Vec<_> = nodes
-                        .chunks(chunk)
-                        .map(|c| {
-                            s.spawn(move || {
-                                c.iter()
-                                    .map(|n| node_fields(Object::default(), n).build())
-                                    .collect()
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("node data builder does not panic"))
-                        .collect()
-                });
-                Value::list(parts.into_iter().flatten())
+                Value::list(crate::par::map(&self.nodes, 0, 1, |n| {
+                    node_fields(Object::default(), n).build()
+                }))
             })
             .clone()
     }
