@@ -588,3 +588,107 @@ fn output_dir_writes_rendered_trees() {
     );
     assert!(!out.join("n2").exists());
 }
+
+/// Every node's image pointers (system and runtime).
+fn targets(s: &Site) -> Vec<PathBuf> {
+    ["n1", "n2", "n3"]
+        .iter()
+        .filter(|n| s.pointer(n, "__SYSTEM__").exists())
+        .flat_map(|n| [s.target(n, "__SYSTEM__"), s.target(n, "__RUNTIME__")])
+        .collect()
+}
+
+/// Builds `s` again from nothing (no index, caches or images) and returns
+/// the pointers, which must equal the incremental ones.
+fn from_scratch(s: &Site) -> Vec<PathBuf> {
+    fs::remove_dir_all(s.root().join("provision")).unwrap();
+    s.ok(&["overlay", "build"]);
+    targets(s)
+}
+
+#[test]
+fn all_nodes_templates_rebuild_others_only_for_fields_they_reach() {
+    let s = Site::new();
+    s.ok(&["overlay", "build"]);
+    let rt2 = s.target("n2", "__RUNTIME__");
+    let sys2 = s.target("n2", "__SYSTEM__");
+
+    // A comment is not read by the hosts template: n2 stays as it is.
+    s.set_nodes(&NODES.replace(
+        "  n1:\n    profiles: [default]\n",
+        "  n1:\n    profiles: [default]\n    comment: changed\n",
+    ));
+    let err = String::from_utf8_lossy(&s.wwctl(&["overlay", "build"]).stderr).into_owned();
+    assert!(err.contains("of 1 nodes"), "{err}");
+    assert_eq!(s.target("n2", "__RUNTIME__"), rt2);
+    let incremental = targets(&s);
+    assert_eq!(from_scratch(&s), incremental);
+
+    // An address is: every runtime image carries the new hosts file.
+    s.set_nodes(&NODES.replace("ipaddr: 10.0.0.11", "ipaddr: 10.0.0.99"));
+    s.ok(&["overlay", "build"]);
+    assert_ne!(s.target("n2", "__RUNTIME__"), rt2);
+    assert_eq!(s.target("n2", "__SYSTEM__"), sys2);
+    assert!(text(&s.image("n2", "__RUNTIME__")["etc/hosts"]).contains("10.0.0.99 n1-default"));
+    let incremental = targets(&s);
+    assert_eq!(from_scratch(&s), incremental);
+
+    // A new device name and a new node are seen by everyone.
+    let more = NODES.replace("      ib:\n", "      ib2:\n")
+        + "  n3:\n    profiles: [default]\n    network devices:\n      default:\n        ipaddr: 10.0.0.13\n";
+    s.set_nodes(&more);
+    s.ok(&["overlay", "build"]);
+    let hosts = text(&s.image("n1", "__RUNTIME__")["etc/hosts"]).to_string();
+    assert!(
+        hosts.contains("10.1.0.12 n2-ib2") && hosts.contains("10.0.0.13 n3-default"),
+        "{hosts}"
+    );
+    let incremental = targets(&s);
+    assert_eq!(from_scratch(&s), incremental);
+}
+
+#[test]
+fn node_cache_is_checked_and_never_trusted_blindly() {
+    let s = Site::new();
+    s.ok(&["overlay", "build"]);
+    let cache = s.root().join("provision/overlays/.nodes.cache");
+    assert!(cache.exists(), "plain nodes.conf keeps a node cache");
+
+    // A damaged cache is ignored: the build is still a correct no-op.
+    let mut bytes = fs::read(&cache).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&cache, &bytes).unwrap();
+    let err = String::from_utf8_lossy(&s.wwctl(&["overlay", "build"]).stderr).into_owned();
+    assert!(err.contains("built 0 images"), "{err}");
+
+    // A profile change reaches every node through the text outside the entries.
+    s.set_nodes(&NODES.replace("comment: from profile", "comment: profile two"));
+    s.ok(&["overlay", "build"]);
+    for n in ["n1", "n2"] {
+        assert!(text(&s.image(n, "__SYSTEM__")["etc/node.conf"]).contains("comment=profile two"));
+    }
+
+    // A layout the entries cannot be cut from (an anchor) is parsed whole,
+    // builds the same images and leaves no cache behind.
+    let anchored = NODES.replace(
+        "    comment: from profile\n",
+        "    comment: &c from profile\n",
+    );
+    s.set_nodes(&anchored);
+    s.ok(&["overlay", "build"]);
+    assert!(!cache.exists());
+    let incremental = targets(&s);
+    assert_eq!(from_scratch(&s), incremental);
+    assert!(!cache.exists());
+
+    // A broken entry is reported with its line, as by every other command.
+    s.set_nodes(&NODES.replace(
+        "    profiles: [default]\n    network",
+        "    profiles: [default\n    network",
+    ));
+    let out = s.wwctl(&["overlay", "build"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nodes.conf") && err.contains("line"), "{err}");
+}

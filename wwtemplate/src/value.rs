@@ -140,6 +140,68 @@ impl Value {
     pub fn is_truthy(&self) -> bool {
         self.0.is_truthy()
     }
+
+    /// The entries of a map or object in key order (`None` for other values).
+    pub fn entries(&self) -> Option<Vec<(Arc<str>, Value)>> {
+        match &self.0 {
+            gotmpl::Value::Map(m) => Some(
+                m.iter()
+                    .map(|(k, v)| (Arc::clone(k), Value(v.clone())))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Appends an unambiguous encoding of the value to `out` (type tags,
+    /// lengths, maps in key order): equal encodings mean equal values.
+    /// Functions encode as a marker only.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        encode(&self.0, out);
+    }
+}
+
+fn encode(v: &gotmpl::Value, out: &mut Vec<u8>) {
+    fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    match v {
+        gotmpl::Value::Nil => out.push(b'n'),
+        gotmpl::Value::Bool(b) => out.extend_from_slice(if *b { b"T" } else { b"F" }),
+        gotmpl::Value::Int(i) => {
+            out.push(b'i');
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        gotmpl::Value::Uint(u) => {
+            out.push(b'u');
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+        gotmpl::Value::Float(f) => {
+            out.push(b'f');
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        gotmpl::Value::String(s) => {
+            out.push(b's');
+            bytes(out, s.as_bytes());
+        }
+        gotmpl::Value::List(items) => {
+            out.push(b'l');
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for i in items.iter() {
+                encode(i, out);
+            }
+        }
+        gotmpl::Value::Map(m) => {
+            out.push(b'm');
+            out.extend_from_slice(&(m.len() as u64).to_le_bytes());
+            for (k, v) in m.iter() {
+                bytes(out, k.as_bytes());
+                encode(v, out);
+            }
+        }
+        gotmpl::Value::Function(_) => out.push(b'x'),
+    }
 }
 
 /// Warewulf's unset verbs: a field holding one of them counts as unset.

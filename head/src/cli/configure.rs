@@ -267,7 +267,9 @@ fn render_host_overlay(config: &Config) -> Result<Vec<RenderedFile>> {
     let env = build::render_env(config);
     let mut files = prep.statics.clone();
     for t in &prep.templates {
-        let data = site.shared_data(HOST_OVERLAY, &t.host_path);
+        let data = site
+            .shared_data(HOST_OVERLAY, &t.host_path)
+            .map_err(anyhow::Error::msg)?;
         let (out, _) = prep
             .render_template(t, &data, &env)
             .map_err(anyhow::Error::msg)?;

@@ -72,6 +72,54 @@ pub fn parse_parallel(text: &str, workers: usize) -> Option<NodesConf> {
     Some(out)
 }
 
+/// The plain-layout pieces of a `nodes.conf` text: everything outside the
+/// `nodes:` section, and each node entry with its name and its text.
+pub struct Entries<'a> {
+    pub rest: String,
+    pub nodes: Vec<(&'a str, &'a str)>,
+}
+
+/// Cuts `text` into its node entries when its layout is the plain one
+/// (see the module documentation); `None` otherwise. Each entry, parsed on
+/// its own under a `nodes:` line, gives that node exactly as the whole
+/// document does, provided it parses.
+pub fn entries(text: &str) -> Option<Entries<'_>> {
+    let layout = Layout::of(text)?;
+    let nodes = layout
+        .entries
+        .iter()
+        .map(|&(start, end)| {
+            let entry = &text[start..end];
+            let first = entry.lines().next().unwrap_or("").trim_start_matches(' ');
+            node_key(first).map(|name| (name, entry))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Entries {
+        rest: layout.rest(text),
+        nodes,
+    })
+}
+
+/// Parses one entry of [`entries`] (`None` if it does not parse alone).
+pub fn parse_entry(entry: &str) -> Option<NodesConf> {
+    let mut piece = String::with_capacity(entry.len() + 8);
+    piece.push_str("nodes:\n");
+    piece.push_str(entry);
+    let conf: NodesConf = serde_norway::from_str(&piece).ok()?;
+    (conf.extra.is_empty() && conf.nodeprofiles.is_none() && conf.nodes.as_ref()?.len() == 1)
+        .then_some(conf)
+}
+
+/// Parses the text outside the `nodes:` section (`None` if it does not
+/// parse or holds nodes).
+pub fn parse_rest(rest: &str) -> Option<NodesConf> {
+    if rest.trim().is_empty() {
+        return Some(NodesConf::default());
+    }
+    let conf: NodesConf = serde_norway::from_str(rest).ok()?;
+    conf.nodes.is_none().then_some(conf)
+}
+
 /// Where the `nodes:` section and its entries are.
 struct Layout {
     /// Byte range of the `nodes:` line through the end of the section.

@@ -44,7 +44,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wwtemplate::RenderEnv;
 
+use super::allnodes::Reach;
 use super::data::{NodeData, Site};
+use super::nodeset::NodeSet;
 use super::render::{FileKind, Prepared, RenderedFile, merge_into};
 use super::store::OverlayStore;
 use crate::config::Config;
@@ -75,7 +77,7 @@ pub const DEFAULT_SYSTEM: &[&str] = &[
 pub const DEFAULT_RUNTIME: &[&str] = &["hosts", "ssh.authorized_keys"];
 
 /// Bumped whenever the image format or the hash inputs change.
-const FORMAT: &str = "ironwulf-overlay-1";
+const FORMAT: &str = "ironwulf-overlay-2";
 
 /// Mode of blobs: they hold secrets (keys, passwords).
 const BLOB_MODE: u32 = 0o600;
@@ -152,7 +154,16 @@ impl Layout {
     }
 
     fn index(&self) -> PathBuf {
-        self.root.join("overlays").join(".index.json")
+        self.root.join("overlays").join(".index")
+    }
+
+    /// Shared members of overlay lists, kept between runs.
+    fn shared(&self) -> PathBuf {
+        self.root.join("overlays").join(".shared")
+    }
+
+    fn nodes_cache(&self) -> PathBuf {
+        self.root.join("overlays").join(".nodes.cache")
     }
 
     fn lock(&self) -> PathBuf {
@@ -206,15 +217,15 @@ struct SharedRecord {
     key: String,
     /// Hash of its output (or of its inputs when it prints the build time).
     canon: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     files_read: Vec<FileStamp>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct NodeRecord {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     system: Option<ImageRecord>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     runtime: Option<ImageRecord>,
 }
 
@@ -249,10 +260,13 @@ struct ImageRecord {
     /// Extension (`gz`, `zst`) → blob digest.
     blobs: BTreeMap<String, String>,
     /// Host files read by templates, with their stamps at build time.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     files_read: Vec<FileStamp>,
     /// Unix time of the build.
     built: u64,
+    /// Key of the shared member the image starts with (`.shared/<key>`).
+    #[serde(default)]
+    shared: String,
 }
 
 /// Identity of a file version.
@@ -278,8 +292,8 @@ impl FileStamp {
 /// The outputs of a shared render, or its error.
 type SharedRender = Result<Vec<RenderedFile>, String>;
 
-/// Stored blob per extension and the files read.
-type ImageBlobs = (BTreeMap<String, String>, Vec<FileStamp>);
+/// Stored blob per extension, the files read and the shared member's key.
+type ImageBlobs = (BTreeMap<String, String>, Vec<FileStamp>, String);
 
 /// An overlay prepared for this run, with its shared renders.
 struct OverlayRun {
@@ -295,6 +309,8 @@ struct OverlayRun {
 
 /// The shared member of one overlay list.
 struct SharedMember {
+    /// Digest of its inputs (overlay list, overlay digests, compressions).
+    key: String,
     paths: HashSet<String>,
     /// Compressed bytes per requested compression (same order).
     members: Vec<Vec<u8>>,
@@ -313,6 +329,8 @@ struct Run<'a> {
     shared: Mutex<HashMap<Vec<String>, Arc<OnceLock<SharedMember>>>>,
     compressions: &'a [Compression],
     blobs: PathBuf,
+    /// Shared members kept between runs.
+    shared_dir: PathBuf,
     blobs_written: AtomicUsize,
     /// Few images to build: fsync each blob instead of one syncfs.
     fsync_each: bool,
@@ -321,7 +339,7 @@ struct Run<'a> {
 /// One image to build.
 struct Job {
     node: usize,
-    kinds: Vec<(ImageKind, Vec<String>, String)>,
+    kinds: Vec<(ImageKind, Arc<[String]>, String)>,
 }
 
 /// What a worker produced for one node.
@@ -331,8 +349,12 @@ struct Built {
     errors: Vec<String>,
 }
 
+/// Lower-case hex of a digest (`hex::encode` goes through `char`s, which
+/// shows at 20,000 images a run).
 fn hex32(d: &[u8; 32]) -> String {
-    hex::encode(d)
+    let mut buf = [0u8; 64];
+    hex::encode_to_slice(d, &mut buf).expect("64 bytes hold 32 in hex");
+    String::from_utf8(buf.to_vec()).expect("hex is ASCII")
 }
 
 /// The render environment of a site (file roots, images for `IncludeFrom`).
@@ -370,31 +392,17 @@ fn site_hash(config: &Config) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-fn node_hashes(nodes: &[MergedNode], workers: usize) -> Vec<[u8; 32]> {
-    crate::par::map(nodes, workers, 1, |n| {
-        let mut h = Sha256::new();
-        h.update(n.id.as_bytes());
-        h.update([0]);
-        h.update(serde_json::to_vec(&n.conf).unwrap_or_default());
-        h.finalize().into()
-    })
-}
-
 /// Reads and parses one overlay and settles its shared renders: a template
 /// whose recorded inputs (source, site, node list, files read) are unchanged
 /// keeps its recorded output digest and is rendered only if an image needs
 /// it; the others are rendered now and their output hashed, so a node change
 /// that leaves e.g. `/etc/hosts` as it was rebuilds no other node.
 fn prepare(
-    store: &OverlayStore,
+    prep: Arc<Prepared>,
     name: &str,
     ctx: &PrepareCtx<'_>,
     records: &mut BTreeMap<String, SharedRecord>,
 ) -> Result<OverlayRun, String> {
-    let dir = store
-        .find(name)
-        .ok_or_else(|| format!("overlay {name} does not exist"))?;
-    let prep = Arc::new(Prepared::load(dir)?);
     let mut h = Sha256::new();
     h.update(prep.digest);
     let mut shared = Vec::with_capacity(prep.templates.len());
@@ -427,8 +435,10 @@ fn prepare(
         let canon = match cached {
             Some(r) => r.canon.clone(),
             None => {
-                let data = ctx.site.shared_data(name, &t.host_path);
-                let result = prep.render_template(t, &data, ctx.env);
+                let result = ctx
+                    .site
+                    .shared_data(name, &t.host_path)
+                    .and_then(|data| prep.render_template(t, &data, ctx.env));
                 let mut ch = Sha256::new();
                 let mut files_read = Vec::new();
                 match &result {
@@ -526,15 +536,25 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         .with_context(|| format!("locking {}", lock_path.display()))?;
 
     let t0 = std::time::Instant::now();
-    let nodes = Arc::new(load_nodes(config)?);
+    // The index is decoded while the nodes load.
+    let index_path = layout.index();
+    let index_reader = std::thread::spawn(move || read_index(&index_path));
+    let mut nodes = NodeSet::load(&config.nodes_conf(), &layout.nodes_cache())?;
+    tracing::debug!(
+        "overlay build: {} nodes loaded ({} parsed) in {:?}",
+        nodes.summaries.len(),
+        nodes.entries_parsed,
+        t0.elapsed()
+    );
     let by_id: HashMap<&str, usize> = nodes
+        .summaries
         .iter()
         .enumerate()
         .map(|(i, n)| (n.id.as_str(), i))
         .collect();
     let mut report = BuildReport::default();
     let targets: Vec<usize> = if opts.nodes.is_empty() {
-        (0..nodes.len()).collect()
+        (0..nodes.summaries.len()).collect()
     } else {
         let mut t = Vec::new();
         let names = crate::nodedb::hostlist::expand_all(&opts.nodes)
@@ -547,44 +567,69 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         }
         t
     };
+    drop(by_id);
 
     let now = SystemTime::now();
     let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    tracing::debug!(
-        "overlay build: {} nodes loaded in {:?}",
-        nodes.len(),
-        t0.elapsed()
-    );
     let sh = site_hash(config)?;
-    let nh = node_hashes(&nodes, workers);
-    let all_hash: [u8; 32] = {
-        let mut h = Sha256::new();
-        for d in &nh {
-            h.update(d);
-        }
-        h.finalize().into()
-    };
-    let site = Site::new(config, nodes.clone(), now);
-    let env = render_env(config);
 
-    let mut index: Index = match fs::read(layout.index()) {
-        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-        Err(_) => Index::default(),
-    };
-    if index.format != FORMAT {
-        index = Index {
-            format: FORMAT.to_string(),
-            ..Index::default()
-        };
-    }
-
-    // Overlays in use by the targets, prepared once.
+    // Overlays in use by the targets, read and parsed once.
     let mut names = BTreeSet::new();
     for &i in &targets {
         for kind in ImageKind::ALL {
-            names.extend(kind.overlays(&nodes[i]));
+            names.extend(nodes.summaries[i].overlays(kind).iter().cloned());
         }
     }
+    let loaded: Vec<(String, Result<Arc<Prepared>, String>)> = names
+        .iter()
+        .map(|n| {
+            let prep = store
+                .find(n)
+                .ok_or_else(|| format!("overlay {n} does not exist"))
+                .and_then(Prepared::load)
+                .map(Arc::new);
+            (n.clone(), prep)
+        })
+        .collect();
+
+    // What templates see of the other nodes, and its digest over all nodes.
+    let mut reach = Reach::default();
+    for (_, prep) in &loaded {
+        for t in prep.iter().flat_map(|p| &p.templates) {
+            if let Some(r) = &t.all_nodes {
+                reach.names.extend(r.names.iter().cloned());
+                reach.opaque |= r.opaque;
+            }
+        }
+    }
+    let projections = nodes.projections(&reach).map_err(anyhow::Error::msg)?;
+    let all_hash: [u8; 32] = {
+        let mut h = Sha256::new();
+        h.update(reach.key());
+        for (s, p) in nodes.summaries.iter().zip(&projections) {
+            h.update(s.id.as_bytes());
+            h.update([0]);
+            h.update(p);
+        }
+        h.finalize().into()
+    };
+    tracing::debug!(
+        "overlay build: projected ({}) in {:?}",
+        if reach.opaque {
+            "whole nodes"
+        } else {
+            "reached fields"
+        },
+        t0.elapsed()
+    );
+    let nodes = Arc::new(nodes);
+    let site = Site::lazy(config, nodes.loader(), now);
+    let env = render_env(config);
+
+    let mut index = index_reader
+        .join()
+        .expect("the index reader does not panic");
+
     let shared_before = index.shared.clone();
     let pctx = PrepareCtx {
         site: &site,
@@ -592,67 +637,109 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         site_hash: &sh,
         all_hash: &all_hash,
     };
-    tracing::debug!("overlay build: hashed in {:?}", t0.elapsed());
-    let overlays: HashMap<String, Result<OverlayRun, String>> = names
-        .iter()
-        .map(|n| (n.clone(), prepare(&store, n, &pctx, &mut index.shared)))
+    tracing::debug!("overlay build: index read in {:?}", t0.elapsed());
+    let overlays: HashMap<String, Result<OverlayRun, String>> = loaded
+        .into_iter()
+        .map(|(n, prep)| {
+            let run = prep.and_then(|p| prepare(p, &n, &pctx, &mut index.shared));
+            (n, run)
+        })
         .collect();
     let mut touched = shared_before != index.shared;
 
     // Plan: which images changed.
     let exts: Vec<&str> = compressions.iter().map(|c| c.extension()).collect();
+    // Per overlay list: the digest of its overlays (and of the node list
+    // when one of its templates reads `AllNodes`), computed once.
+    let list_key = |l: &Arc<[String]>| Arc::as_ptr(l).cast::<u8>() as usize;
+    let mut list_digests: HashMap<usize, [u8; 32]> = HashMap::new();
+    for &i in &targets {
+        for kind in ImageKind::ALL {
+            let list = nodes.summaries[i].overlays(kind);
+            list_digests.entry(list_key(list)).or_insert_with(|| {
+                let mut h = Sha256::new();
+                let mut uses_all = false;
+                for name in list.iter() {
+                    h.update(name.as_bytes());
+                    h.update([0]);
+                    match &overlays[name] {
+                        Ok(run) => {
+                            h.update(run.digest);
+                            uses_all |= run.node_uses_all;
+                        }
+                        Err(e) => h.update(e.as_bytes()),
+                    }
+                }
+                if uses_all {
+                    h.update(all_hash);
+                }
+                h.finalize().into()
+            });
+        }
+    }
+    let mut prefix = Sha256::new();
+    prefix.update(FORMAT);
+    for e in &exts {
+        prefix.update(e.as_bytes());
+        prefix.update([0]);
+    }
+    prefix.update(sh);
+    // Each image's input hash, and whether its record matches it (files
+    // read by templates are checked below).
+    // Both are in name order: pair them in one pass.
+    let mut records: Vec<Option<&NodeRecord>> = vec![None; nodes.summaries.len()];
+    {
+        let mut recs = index.nodes.iter().peekable();
+        for (slot, node) in records.iter_mut().zip(&nodes.summaries) {
+            while recs
+                .next_if(|(id, _)| id.as_str() < node.id.as_str())
+                .is_some()
+            {}
+            if let Some((_, r)) = recs.next_if(|(id, _)| **id == node.id) {
+                *slot = Some(r);
+            }
+        }
+    }
+    let planned: Vec<[(String, bool); 2]> = crate::par::map(&targets, workers, 512, |&i| {
+        let node = &nodes.summaries[i];
+        let rec = records[i];
+        ImageKind::ALL.map(|kind| {
+            let mut h = prefix.clone();
+            h.update(kind.stem());
+            h.update(node.hash);
+            h.update(list_digests[&list_key(node.overlays(kind))]);
+            let input = hex32(&h.finalize().into());
+            let same = !opts.force
+                && rec.and_then(|r| r.get(kind)).is_some_and(|r| {
+                    r.input == input
+                        && exts.iter().all(|e| r.blobs.contains_key(*e))
+                        && r.blobs.len() == exts.len()
+                });
+            (input, same)
+        })
+    });
     let mut stamp_cache: HashMap<String, FileStamp> = HashMap::new();
     let mut jobs = Vec::new();
-    for &i in &targets {
-        let node = &nodes[i];
+    for (&i, images) in targets.iter().zip(planned) {
+        let node = &nodes.summaries[i];
         let mut kinds = Vec::new();
-        for kind in ImageKind::ALL {
-            let list = kind.overlays(node);
-            let mut h = Sha256::new();
-            h.update(FORMAT);
-            h.update(kind.stem());
-            for e in &exts {
-                h.update(e.as_bytes());
-                h.update([0]);
-            }
-            h.update(sh);
-            h.update(nh[i]);
-            let mut uses_all = false;
-            for name in &list {
-                h.update(name.as_bytes());
-                h.update([0]);
-                match &overlays[name] {
-                    Ok(run) => {
-                        h.update(run.digest);
-                        uses_all |= run.node_uses_all;
-                    }
-                    Err(e) => h.update(e.as_bytes()),
-                }
-            }
-            if uses_all {
-                h.update(all_hash);
-            }
-            let input = hex32(&h.finalize().into());
-            let unchanged = !opts.force
-                && index
-                    .nodes
-                    .get(&node.id)
-                    .and_then(|r| r.get(kind))
-                    .is_some_and(|r| {
-                        r.input == input
-                            && exts.iter().all(|e| r.blobs.contains_key(*e))
-                            && r.blobs.len() == exts.len()
-                            && r.files_read.iter().all(|f| {
-                                let cur = stamp_cache
-                                    .entry(f.path.clone())
-                                    .or_insert_with(|| FileStamp::of(Path::new(&f.path)));
-                                cur == f
-                            })
-                    });
+        for (kind, (input, same)) in ImageKind::ALL.into_iter().zip(images) {
+            let unchanged = same
+                && records[i].and_then(|r| r.get(kind)).is_some_and(|r| {
+                    r.files_read.iter().all(|f| {
+                        if let Some(cur) = stamp_cache.get(f.path.as_str()) {
+                            return cur == f;
+                        }
+                        let cur = FileStamp::of(Path::new(&f.path));
+                        let same = cur == *f;
+                        stamp_cache.insert(f.path.clone(), cur);
+                        same
+                    })
+                });
             if unchanged {
                 report.images_unchanged += 1;
             } else {
-                kinds.push((kind, list, input));
+                kinds.push((kind, Arc::clone(node.overlays(kind)), input));
             }
         }
         if !kinds.is_empty() {
@@ -673,6 +760,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         shared: Mutex::new(HashMap::new()),
         compressions: &compressions,
         blobs: layout.blobs(),
+        shared_dir: layout.shared(),
         blobs_written: AtomicUsize::new(0),
         fsync_each: jobs.len() * 2 <= FSYNC_MAX,
     };
@@ -713,7 +801,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     let mut old_digests: HashSet<String> = HashSet::new();
     let mut touched_dirs: Vec<PathBuf> = Vec::new();
     for b in results {
-        let node = &nodes[b.node];
+        let node = &nodes.summaries[b.node];
         // A failed image keeps its previous version; the other one is updated.
         report.errors.extend(b.errors);
         if b.images.is_empty() {
@@ -745,7 +833,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
 
     // A full build forgets nodes that are gone.
     if opts.nodes.is_empty() {
-        let live: HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        let live: HashSet<&str> = nodes.summaries.iter().map(|n| n.id.as_str()).collect();
         let gone: Vec<String> = index
             .nodes
             .keys()
@@ -772,11 +860,45 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
                 crate::fsutil::sync_dir(d)?;
             }
         }
-        let text = serde_json::to_vec(&index).context("encoding the overlay index")?;
-        crate::fsutil::write_atomic(&layout.index(), &text, 0o600)?;
-        let live: HashSet<&String> = index.nodes.values().flat_map(|r| r.digests()).collect();
+        let bytes = bincode::serialize(&index).context("encoding the overlay index")?;
+        crate::fsutil::write_atomic(&layout.index(), &bytes, 0o600)?;
+        // The JSON index of earlier versions.
+        let _ = fs::remove_file(layout.root.join("overlays").join(".index.json"));
+        tracing::debug!("overlay build: index written in {:?}", t0.elapsed());
+        nodes.save(&layout.nodes_cache())?;
+        tracing::debug!("overlay build: node cache written in {:?}", t0.elapsed());
+        // Shared members no image starts with any more.
+        let mut unused: HashSet<String> = fs::read_dir(layout.shared())
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for r in index
+            .nodes
+            .values()
+            .flat_map(|r| r.system.iter().chain(r.runtime.iter()))
+        {
+            if unused.is_empty() {
+                break;
+            }
+            unused.remove(&r.shared);
+        }
+        for name in unused {
+            let _ = fs::remove_file(layout.shared().join(name));
+        }
+        // Old blobs another node still uses stay.
+        if !old_digests.is_empty() {
+            for d in index.nodes.values().flat_map(|r| r.digests()) {
+                old_digests.remove(d);
+                if old_digests.is_empty() {
+                    break;
+                }
+            }
+        }
         for d in old_digests {
-            if !live.contains(&d) && fs::remove_file(layout.blobs().join(&d)).is_ok() {
+            if fs::remove_file(layout.blobs().join(&d)).is_ok() {
                 report.blobs_removed += 1;
             }
         }
@@ -793,6 +915,23 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     let garbage = (site, overlays, shared, nodes, index);
     std::thread::spawn(move || drop(garbage));
     Ok(report)
+}
+
+/// The index of earlier runs (empty when missing, damaged or of another
+/// format: everything is then rebuilt).
+fn read_index(path: &Path) -> Index {
+    let index: Index = match fs::read(path) {
+        Ok(b) => bincode::deserialize(&b).unwrap_or_default(),
+        Err(_) => Index::default(),
+    };
+    if index.format == FORMAT {
+        index
+    } else {
+        Index {
+            format: FORMAT.to_string(),
+            ..Index::default()
+        }
+    }
 }
 
 /// Points `ptr` at `target` with a symlink renamed into place.
@@ -814,21 +953,30 @@ fn set_pointer(ptr: &Path, target: &str) -> Result<()> {
     fs::rename(&tmp, ptr).with_context(|| format!("replacing {}", ptr.display()))
 }
 
-fn build_node(run: &Run<'_>, nodes: &[MergedNode], job: &Job, now: u64) -> Built {
-    let node = &nodes[job.node];
+fn build_node(run: &Run<'_>, nodes: &NodeSet, job: &Job, now: u64) -> Built {
     let mut built = Built {
         node: job.node,
         images: Vec::new(),
         errors: Vec::new(),
     };
+    let id = &nodes.summaries[job.node].id;
     let uses_all = job.kinds.iter().any(|(_, list, _)| {
         list.iter()
             .any(|n| run.overlays[n].as_ref().is_ok_and(|r| r.node_uses_all))
     });
-    let data = run.site.node(node, uses_all);
+    let data = match nodes
+        .node(job.node)
+        .and_then(|node| run.site.node(&node, uses_all))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            built.errors.push(format!("node {id}: {e}"));
+            return built;
+        }
+    };
     for (kind, list, input) in &job.kinds {
         match build_image(run, &data, list) {
-            Ok((blobs, files_read)) => {
+            Ok((blobs, files_read, shared)) => {
                 built.images.push((
                     *kind,
                     ImageRecord {
@@ -836,13 +984,14 @@ fn build_node(run: &Run<'_>, nodes: &[MergedNode], job: &Job, now: u64) -> Built
                         blobs,
                         files_read,
                         built: now,
+                        shared,
                     },
                 ));
             }
             Err(errors) => built.errors.extend(
                 errors
                     .into_iter()
-                    .map(|e| format!("node {}: {} image: {e}", node.id, kind.stem())),
+                    .map(|e| format!("node {id}: {} image: {e}", kind.stem())),
             ),
         }
     }
@@ -905,7 +1054,7 @@ fn build_image(run: &Run<'_>, data: &NodeData, list: &[String]) -> Result<ImageB
         blobs.insert(c.extension().to_string(), digest);
     }
     let stamps = read.iter().map(|p| FileStamp::of(p)).collect();
-    Ok((blobs, stamps))
+    Ok((blobs, stamps, shared.key.clone()))
 }
 
 /// The shared member of `list`, built by the first worker that needs it.
@@ -919,54 +1068,155 @@ fn shared_member(
         map.entry(list.to_vec()).or_default().clone()
     };
     cell.get_or_init(|| {
-        let mut tree = BTreeMap::new();
-        let mut errors = Vec::new();
-        for ov in ovs {
-            merge_into(&mut tree, ov.prep.statics.iter().cloned());
-            for (t, cell) in ov.prep.templates.iter().zip(&ov.shared) {
-                let Some(cell) = cell else { continue };
-                let result = cell.get_or_init(|| {
-                    let data = run.site.shared_data(&ov.prep.dir.name, &t.host_path);
-                    ov.prep
-                        .render_template(t, &data, &run.env)
-                        .map(|(files, _)| files)
-                });
-                match result {
-                    Ok(files) => merge_into(&mut tree, files.iter().cloned()),
-                    Err(e) => errors.push(e.clone()),
-                }
+        let key = {
+            let mut h = Sha256::new();
+            h.update(FORMAT);
+            for (name, ov) in list.iter().zip(ovs) {
+                h.update(name.as_bytes());
+                h.update([0]);
+                h.update(ov.digest);
             }
-        }
-        let paths: HashSet<String> = tree.keys().cloned().collect();
-        let mut members = Vec::new();
-        match write_cpio(tree.values(), &HashSet::new()) {
-            Ok(cpio) => {
-                for c in run.compressions {
-                    let mut out = Vec::new();
-                    if let Err(e) = compress_into(&mut out, *c, &cpio) {
-                        errors.push(e);
-                    }
-                    members.push(out);
-                }
+            for c in run.compressions {
+                h.update(c.extension().as_bytes());
+                h.update([0]);
             }
-            Err(e) => errors.push(e),
+            hex::encode(h.finalize())
+        };
+        let path = run.shared_dir.join(&key);
+        if let Some(member) = read_shared(&path, &key, run.compressions.len()) {
+            return member;
         }
-        let hashed = members
-            .iter()
-            .map(|m| {
-                let mut h = Sha256::new();
-                h.update(m);
-                h
-            })
-            .collect();
-        SharedMember {
-            paths,
-            members,
-            hashed,
-            errors,
+        let member = build_shared(run, ovs, key);
+        if member.errors.is_empty()
+            && let Err(e) = write_shared(&path, &member)
+        {
+            tracing::warn!("keeping the shared member {}: {e:#}", path.display());
         }
+        member
     });
     cell
+}
+
+/// Renders and compresses the shared member of `ovs`.
+fn build_shared(run: &Run<'_>, ovs: &[&OverlayRun], key: String) -> SharedMember {
+    let mut tree = BTreeMap::new();
+    let mut errors = Vec::new();
+    for ov in ovs {
+        merge_into(&mut tree, ov.prep.statics.iter().cloned());
+        for (t, cell) in ov.prep.templates.iter().zip(&ov.shared) {
+            let Some(cell) = cell else { continue };
+            let result = cell.get_or_init(|| {
+                run.site
+                    .shared_data(&ov.prep.dir.name, &t.host_path)
+                    .and_then(|data| ov.prep.render_template(t, &data, &run.env))
+                    .map(|(files, _)| files)
+            });
+            match result {
+                Ok(files) => merge_into(&mut tree, files.iter().cloned()),
+                Err(e) => errors.push(e.clone()),
+            }
+        }
+    }
+    let paths: HashSet<String> = tree.keys().cloned().collect();
+    let mut members = Vec::new();
+    match write_cpio(tree.values(), &HashSet::new()) {
+        Ok(cpio) => {
+            for c in run.compressions {
+                let mut out = Vec::new();
+                if let Err(e) = compress_into(&mut out, *c, &cpio) {
+                    errors.push(e);
+                }
+                members.push(out);
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    let hashed = members
+        .iter()
+        .map(|m| {
+            let mut h = Sha256::new();
+            h.update(m);
+            h
+        })
+        .collect();
+    SharedMember {
+        key,
+        paths,
+        members,
+        hashed,
+        errors,
+    }
+}
+
+/// Header of a kept shared member: its paths and member sizes and digests.
+#[derive(Serialize, Deserialize)]
+struct SharedHeader {
+    key: String,
+    paths: Vec<String>,
+    sizes: Vec<u64>,
+    digests: Vec<String>,
+}
+
+/// Keeps a shared member for later runs: a JSON header line, then the
+/// members. Written to a temporary name and renamed; not fsynced, since a
+/// torn file fails its digests and is rebuilt.
+fn write_shared(path: &Path, m: &SharedMember) -> Result<()> {
+    let mut paths: Vec<String> = m.paths.iter().cloned().collect();
+    paths.sort();
+    let header = SharedHeader {
+        key: m.key.clone(),
+        paths,
+        sizes: m.members.iter().map(|b| b.len() as u64).collect(),
+        digests: m
+            .hashed
+            .iter()
+            .map(|h| hex::encode(h.clone().finalize()))
+            .collect(),
+    };
+    let dir = path.parent().expect("shared member path has a parent");
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", m.key));
+    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(BLOB_MODE))?;
+    f.write_all(&serde_json::to_vec(&header)?)?;
+    f.write_all(b"\n")?;
+    for b in &m.members {
+        f.write_all(b)?;
+    }
+    drop(f);
+    fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// A kept shared member, if it is intact.
+fn read_shared(path: &Path, key: &str, count: usize) -> Option<SharedMember> {
+    let data = fs::read(path).ok()?;
+    let nl = data.iter().position(|&b| b == b'\n')?;
+    let header: SharedHeader = serde_json::from_slice(&data[..nl]).ok()?;
+    if header.key != key || header.sizes.len() != count || header.digests.len() != count {
+        return None;
+    }
+    let mut at = nl + 1;
+    let mut members = Vec::with_capacity(count);
+    let mut hashed = Vec::with_capacity(count);
+    for (size, digest) in header.sizes.iter().zip(&header.digests) {
+        let end = at.checked_add(usize::try_from(*size).ok()?)?;
+        let bytes = data.get(at..end)?.to_vec();
+        let mut h = Sha256::new();
+        h.update(&bytes);
+        if hex::encode(h.clone().finalize()) != *digest {
+            return None;
+        }
+        members.push(bytes);
+        hashed.push(h);
+        at = end;
+    }
+    (at == data.len()).then(|| SharedMember {
+        key: key.to_string(),
+        paths: header.paths.into_iter().collect(),
+        members,
+        hashed,
+        errors: Vec::new(),
+    })
 }
 
 /// A newc archive of `files` (sorted by path), with missing parent

@@ -23,16 +23,25 @@ use crate::config::Config;
 use crate::nodedb::MergedNode;
 use crate::nodedb::model::{Disk, FileSystem, NetDev};
 
+/// Where a [`Site`] gets the list of all nodes from.
+pub type NodesLoader = dyn Fn() -> Result<Arc<Vec<MergedNode>>, String> + Send + Sync;
+
 /// Site-wide template data of one build run.
 pub struct Site {
     base: Object,
-    nodes: Arc<Vec<MergedNode>>,
-    all_nodes: OnceLock<Value>,
+    nodes: Box<NodesLoader>,
+    all_nodes: OnceLock<Result<Value, String>>,
 }
 
 impl Site {
     /// The site part of the data, with `now` as the build time of this run.
     pub fn new(config: &Config, nodes: Arc<Vec<MergedNode>>, now: SystemTime) -> Self {
+        Self::lazy(config, Box::new(move || Ok(nodes.clone())), now)
+    }
+
+    /// Like [`Site::new`], with the node list loaded only if a template
+    /// reads `AllNodes`.
+    pub fn lazy(config: &Config, nodes: Box<NodesLoader>, now: SystemTime) -> Self {
         Self {
             base: site_object(config, now).compact(),
             nodes,
@@ -41,37 +50,42 @@ impl Site {
     }
 
     /// Every node, in `nodes.conf` order (built once, in parallel).
-    pub fn all_nodes(&self) -> Value {
+    pub fn all_nodes(&self) -> Result<Value, String> {
         self.all_nodes
             .get_or_init(|| {
-                Value::list(crate::par::map(&self.nodes, 0, 1, |n| {
-                    node_fields(Object::default(), n).build()
-                }))
+                let nodes = (self.nodes)()?;
+                Ok(Value::list(crate::par::map(&nodes, 0, 1, node_value)))
             })
             .clone()
     }
 
     /// Data for a template that reads no node field (rendered once per run).
-    pub fn shared_data(&self, overlay: &str, source: &str) -> Value {
-        self.base
+    pub fn shared_data(&self, overlay: &str, source: &str) -> Result<Value, String> {
+        Ok(self
+            .base
             .clone()
-            .field("AllNodes", self.all_nodes())
+            .field("AllNodes", self.all_nodes()?)
             .field("Overlay", overlay)
             .field("BuildSource", source)
-            .build()
+            .build())
     }
 
     /// The per-node part of the data, built once per node and run.
-    pub fn node(&self, node: &MergedNode, uses_all: bool) -> NodeData {
-        let this = node_fields(Object::default(), node).build();
+    pub fn node(&self, node: &MergedNode, uses_all: bool) -> Result<NodeData, String> {
+        let this = node_value(node);
         let mut full = node_fields(self.base.clone(), node).field("ThisNode", this);
         if uses_all {
-            full = full.field("AllNodes", self.all_nodes());
+            full = full.field("AllNodes", self.all_nodes()?);
         }
-        NodeData {
+        Ok(NodeData {
             full: full.compact(),
-        }
+        })
     }
+}
+
+/// One node as templates see it (an element of `AllNodes`, `ThisNode`).
+pub fn node_value(node: &MergedNode) -> Value {
+    node_fields(Object::default(), node).build()
 }
 
 /// Site plus one node's fields; [`NodeData::data`] adds the per-template fields.

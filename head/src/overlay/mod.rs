@@ -7,9 +7,11 @@
 //! - [`render`]: one overlay read, parsed and rendered for a node;
 //! - [`build`]: per-node system/runtime images in the content-addressed store.
 
+pub mod allnodes;
 pub mod build;
 pub mod data;
 pub mod deps;
+pub mod nodeset;
 pub mod render;
 pub mod store;
 
@@ -40,7 +42,7 @@ pub fn render_overlay_for_node(
     let prep = Prepared::load(store.require(overlay)?).map_err(anyhow::Error::msg)?;
     let site = Site::new(config, nodes.clone(), SystemTime::now());
     let env = build::render_env(config);
-    let data = site.node(n, true);
+    let data = site.node(n, true).map_err(anyhow::Error::msg)?;
     let mut tree = BTreeMap::new();
     merge_into(&mut tree, prep.statics.iter().cloned());
     let mut errors = Vec::new();
@@ -69,7 +71,7 @@ pub fn render_text(config: &Config, overlay: &str, file: &str, node: &str) -> Re
     let tmpl = wwtemplate::Template::from_file(&path)
         .with_context(|| format!("overlay {overlay}: {file}"))?;
     let site = Site::new(config, nodes.clone(), SystemTime::now());
-    let data = site.node(n, true);
+    let data = site.node(n, true).map_err(anyhow::Error::msg)?;
     let env = build::render_env(config);
     tmpl.render_text(&data.data(overlay, &path.to_string_lossy()), &env)
         .with_context(|| format!("overlay {overlay}: {file}: node {node}"))

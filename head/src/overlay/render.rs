@@ -15,6 +15,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wwtemplate::{OutputKind, RenderEnv, Template, Value};
 
+use super::allnodes::Reach;
 use super::deps::{self, Refs};
 use super::store::{self, EntryKind, OverlayDir};
 
@@ -52,6 +53,8 @@ pub struct TemplateFile {
     pub parsed: Result<Template, String>,
     /// Data the template can reach.
     pub refs: Refs,
+    /// What it reaches of other nodes, when it reads `AllNodes`.
+    pub all_nodes: Option<Reach>,
     /// Digest of the source.
     pub digest: [u8; 32],
 }
@@ -110,6 +113,7 @@ impl Prepared {
                             .file_name()
                             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
                         let parsed = Template::parse(&name, &text).map_err(|err| err.to_string());
+                        let refs = deps::scan(&text);
                         templates.push(TemplateFile {
                             source: e.path.clone(),
                             target: target.to_string(),
@@ -117,7 +121,12 @@ impl Prepared {
                             mode: e.mode,
                             uid: e.uid,
                             gid: e.gid,
-                            refs: deps::scan(&text),
+                            all_nodes: refs.uses_all_nodes().then(|| {
+                                let mut r = Reach::default();
+                                r.add_template(&text);
+                                r
+                            }),
+                            refs,
                             digest: Sha256::digest(&data).into(),
                             parsed,
                         });
