@@ -661,6 +661,11 @@ fn node_cache_is_checked_and_never_trusted_blindly() {
     fs::write(&cache, &bytes).unwrap();
     let err = String::from_utf8_lossy(&s.wwctl(&["overlay", "build"]).stderr).into_owned();
     assert!(err.contains("built 0 images"), "{err}");
+    assert_ne!(
+        fs::read(&cache).unwrap(),
+        bytes,
+        "the damaged cache was not rewritten"
+    );
 
     // A profile change reaches every node through the text outside the entries.
     s.set_nodes(&NODES.replace("comment: from profile", "comment: profile two"));

@@ -20,7 +20,7 @@
 //! 5. makes the new blobs durable (fsync each when few, else one `syncfs`),
 //!    then swaps the per-node pointers (`overlays/<node>/__SYSTEM__.img.gz`
 //!    → `../../blobs/sha256/<digest>`, a symlink renamed into place), writes
-//!    the index (`overlays/.index.json`: per node and image the input hash,
+//!    the index (`overlays/.index`, postcard: per node and image the input hash,
 //!    blob digests and files read with their stamps; per shared template
 //!    its input and output hashes) and deletes blobs no node refers to.
 //!
@@ -860,13 +860,11 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
                 crate::fsutil::sync_dir(d)?;
             }
         }
-        let bytes = bincode::serialize(&index).context("encoding the overlay index")?;
+        let bytes = postcard::to_stdvec(&index).context("encoding the overlay index")?;
         crate::fsutil::write_atomic(&layout.index(), &bytes, 0o600)?;
         // The JSON index of earlier versions.
         let _ = fs::remove_file(layout.root.join("overlays").join(".index.json"));
         tracing::debug!("overlay build: index written in {:?}", t0.elapsed());
-        nodes.save(&layout.nodes_cache())?;
-        tracing::debug!("overlay build: node cache written in {:?}", t0.elapsed());
         // Shared members no image starts with any more.
         let mut unused: HashSet<String> = fs::read_dir(layout.shared())
             .map(|dir| {
@@ -903,6 +901,11 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             }
         }
     }
+    // The node cache is written after the index it describes nodes for.
+    if touched || nodes.dirty() {
+        nodes.save(&layout.nodes_cache())?;
+        tracing::debug!("overlay build: node cache written in {:?}", t0.elapsed());
+    }
     drop(lock);
     // Freeing the data of 10,000 nodes takes longer than some whole
     // incremental runs; nothing waits for it.
@@ -921,7 +924,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
 /// format: everything is then rebuilt).
 fn read_index(path: &Path) -> Index {
     let index: Index = match fs::read(path) {
-        Ok(b) => bincode::deserialize(&b).unwrap_or_default(),
+        Ok(b) => postcard::from_bytes(&b).unwrap_or_default(),
         Err(_) => Index::default(),
     };
     if index.format == FORMAT {

@@ -92,6 +92,8 @@ pub struct NodeSet {
     rest_key: Option<[u8; 32]>,
     /// How the nodes were loaded (for the debug log and tests).
     pub entries_parsed: usize,
+    /// Something was computed that the cache file does not hold yet.
+    dirty: bool,
 }
 
 /// One cached node.
@@ -126,6 +128,7 @@ impl NodeSet {
             text,
             path: nodes_conf.to_owned(),
             rest_key: None,
+            dirty: false,
         })
     }
 
@@ -242,6 +245,7 @@ impl NodeSet {
             text: Arc::clone(text),
             path: path.to_owned(),
             rest_key: Some(rest_key),
+            dirty: !missing.is_empty(),
         })
     }
 
@@ -306,12 +310,18 @@ impl NodeSet {
             for (&i, p) in missing.iter().zip(fresh) {
                 self.summaries[i].proj = Some((p, key));
             }
+            self.dirty = true;
         }
         Ok(self
             .summaries
             .iter()
             .map(|s| s.proj.map_or(s.hash, |(p, _)| p))
             .collect())
+    }
+
+    /// True when the cache file should be written (see [`NodeSet::save`]).
+    pub fn dirty(&self) -> bool {
+        self.dirty || self.rest_key.is_none()
     }
 
     /// Writes the cache for the next run (nothing when this run could not
