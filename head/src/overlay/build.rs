@@ -573,11 +573,16 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let sh = site_hash(config)?;
 
-    // Overlays in use by the targets, read and parsed once.
+    // Overlays in use by any node, read and parsed once: what `AllNodes`
+    // templates reach must not depend on which nodes this run builds.
     let mut names = BTreeSet::new();
-    for &i in &targets {
+    let mut seen_lists: HashSet<usize> = HashSet::new();
+    for node in &nodes.summaries {
         for kind in ImageKind::ALL {
-            names.extend(nodes.summaries[i].overlays(kind).iter().cloned());
+            let list = node.overlays(kind);
+            if seen_lists.insert(Arc::as_ptr(list).cast::<u8>() as usize) {
+                names.extend(list.iter().cloned());
+            }
         }
     }
     let loaded: Vec<(String, Result<Arc<Prepared>, String>)> = names
