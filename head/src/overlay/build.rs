@@ -77,7 +77,7 @@ pub const DEFAULT_SYSTEM: &[&str] = &[
 pub const DEFAULT_RUNTIME: &[&str] = &["hosts", "ssh.authorized_keys"];
 
 /// Bumped whenever the image format or the hash inputs change.
-const FORMAT: &str = "ironwulf-overlay-2";
+const FORMAT: &str = "ironwulf-overlay-3";
 
 /// Mode of blobs: they hold secrets (keys, passwords).
 const BLOB_MODE: u32 = 0o600;
@@ -256,8 +256,10 @@ impl NodeRecord {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct ImageRecord {
     /// Input hash the image was built from.
+    #[serde(with = "digest")]
     input: String,
     /// Extension (`gz`, `zst`) → blob digest.
+    #[serde(with = "digest_map")]
     blobs: BTreeMap<String, String>,
     /// Host files read by templates, with their stamps at build time.
     #[serde(default)]
@@ -265,8 +267,91 @@ struct ImageRecord {
     /// Unix time of the build.
     built: u64,
     /// Key of the shared member the image starts with (`.shared/<key>`).
-    #[serde(default)]
+    #[serde(default, with = "digest")]
     shared: String,
+}
+
+/// Hex digests stored as their 32 bytes (half the index), anything else
+/// as its text; a tag byte tells which.
+mod digest {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn pack(s: &str) -> Vec<u8> {
+        let mut raw = [0u8; 32];
+        if s.len() == 64
+            && !s.bytes().any(|b| b.is_ascii_uppercase())
+            && hex::decode_to_slice(s, &mut raw).is_ok()
+        {
+            let mut out = Vec::with_capacity(33);
+            out.push(0);
+            out.extend_from_slice(&raw);
+            out
+        } else {
+            let mut out = Vec::with_capacity(s.len() + 1);
+            out.push(1);
+            out.extend_from_slice(s.as_bytes());
+            out
+        }
+    }
+
+    pub fn unpack<E: serde::de::Error>(b: &[u8]) -> Result<String, E> {
+        match b.split_first() {
+            Some((0, raw)) => {
+                let raw: &[u8; 32] = raw
+                    .try_into()
+                    .map_err(|_| E::custom("digest is not 32 bytes"))?;
+                Ok(super::hex32(raw))
+            }
+            Some((1, text)) => String::from_utf8(text.to_vec()).map_err(E::custom),
+            _ => Err(E::custom("bad digest tag")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_bytes(&pack(s))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+        let b: &[u8] = <&[u8]>::deserialize(de)?;
+        unpack(b)
+    }
+}
+
+/// A map of extension → digest with [`digest`]'s encoding of the values.
+mod digest_map {
+    use std::collections::BTreeMap;
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, String>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = ser.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            map.serialize_entry(k, &Packed(super::digest::pack(v)))?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let raw: BTreeMap<String, &[u8]> = BTreeMap::deserialize(de)?;
+        raw.into_iter()
+            .map(|(k, v)| Ok((k, super::digest::unpack(v)?)))
+            .collect()
+    }
+
+    /// Bytes serialised as bytes (not as a sequence of integers).
+    struct Packed(Vec<u8>);
+
+    impl serde::Serialize for Packed {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            ser.serialize_bytes(&self.0)
+        }
+    }
 }
 
 /// Identity of a file version.
@@ -1323,4 +1408,67 @@ pub fn check_options(opts: &BuildOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trips_digests_and_other_text() {
+        let mut index = Index {
+            format: FORMAT.to_string(),
+            ..Index::default()
+        };
+        let digest = "0123456789abcdef".repeat(4);
+        let rec = ImageRecord {
+            input: digest.clone(),
+            blobs: BTreeMap::from([
+                ("gz".to_string(), digest.replace('0', "f")),
+                ("zst".to_string(), "not-a-digest".to_string()),
+            ]),
+            files_read: vec![FileStamp {
+                path: "/etc/x".into(),
+                stamp: Some((1, 2, 3, 4)),
+            }],
+            built: 7,
+            shared: String::new(),
+        };
+        let mut upper = rec.clone();
+        upper.input = digest.to_uppercase();
+        index
+            .nodes
+            .entry("n1".into())
+            .or_default()
+            .set(ImageKind::System, rec);
+        index
+            .nodes
+            .entry("n2".into())
+            .or_default()
+            .set(ImageKind::Runtime, upper);
+        let bytes = postcard::to_stdvec(&index).unwrap();
+        let back: Index = postcard::from_bytes(&bytes).unwrap();
+        let a = serde_json::to_value(&index.nodes).unwrap();
+        let b = serde_json::to_value(&back.nodes).unwrap();
+        assert_eq!(a, b);
+        // 32 bytes per digest, not 64 characters: the same index with the
+        // hex digests made non-hex is 3 × 32 bytes longer.
+        let mut text = index.clone();
+        for r in text.nodes.values_mut() {
+            for img in r.system.iter_mut().chain(r.runtime.iter_mut()) {
+                img.input = img.input.replacen('0', "g", 1);
+                for v in img.blobs.values_mut() {
+                    *v = v.replacen('f', "g", 1);
+                }
+            }
+        }
+        let longer = postcard::to_stdvec(&text).unwrap();
+        assert_eq!(
+            longer.len(),
+            bytes.len() + 3 * 32,
+            "{} {}",
+            longer.len(),
+            bytes.len()
+        );
+    }
 }

@@ -358,15 +358,16 @@ fn encode_cache(rest_key: &[u8; 32], summaries: &[Summary]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(64 + summaries.len() * 180);
     out.extend_from_slice(MAGIC.as_bytes());
     out.extend_from_slice(rest_key);
+    // Lists are shared between nodes (one allocation per distinct list
+    // when they came from the cache): look them up by address first.
     let mut lists: HashMap<&[String], u32> = HashMap::new();
+    let mut by_ptr: HashMap<usize, u32> = HashMap::new();
     let mut order: Vec<&[String]> = Vec::new();
+    let mut node_lists = Vec::with_capacity(summaries.len());
     for s in summaries {
-        for l in [&s.system[..], &s.runtime[..]] {
-            if !lists.contains_key(l) {
-                lists.insert(l, u32::try_from(order.len()).ok()?);
-                order.push(l);
-            }
-        }
+        let sys = list_index(&s.system, &mut lists, &mut by_ptr, &mut order)?;
+        let rt = list_index(&s.runtime, &mut lists, &mut by_ptr, &mut order)?;
+        node_lists.push((sys, rt));
     }
     out.extend_from_slice(&u32::try_from(order.len()).ok()?.to_le_bytes());
     for l in &order {
@@ -376,12 +377,12 @@ fn encode_cache(rest_key: &[u8; 32], summaries: &[Summary]) -> Option<Vec<u8>> {
         }
     }
     out.extend_from_slice(&u32::try_from(summaries.len()).ok()?.to_le_bytes());
-    for s in summaries {
+    for (s, (sys, rt)) in summaries.iter().zip(node_lists) {
         put_str(&mut out, &s.id)?;
         out.extend_from_slice(&s.entry?);
         out.extend_from_slice(&s.hash);
-        out.extend_from_slice(&lists[&s.system[..]].to_le_bytes());
-        out.extend_from_slice(&lists[&s.runtime[..]].to_le_bytes());
+        out.extend_from_slice(&sys.to_le_bytes());
+        out.extend_from_slice(&rt.to_le_bytes());
         match s.proj {
             Some((p, k)) => {
                 out.push(1);
@@ -394,6 +395,31 @@ fn encode_cache(rest_key: &[u8; 32], summaries: &[Summary]) -> Option<Vec<u8>> {
     let digest: [u8; 32] = Sha256::digest(&out).into();
     out.extend_from_slice(&digest);
     Some(out)
+}
+
+/// The number of list `l` in the cache file, assigning the next one to a
+/// list not seen yet.
+fn list_index<'a>(
+    l: &'a Arc<[String]>,
+    lists: &mut HashMap<&'a [String], u32>,
+    by_ptr: &mut HashMap<usize, u32>,
+    order: &mut Vec<&'a [String]>,
+) -> Option<u32> {
+    let ptr = Arc::as_ptr(l).cast::<u8>() as usize;
+    if let Some(&k) = by_ptr.get(&ptr) {
+        return Some(k);
+    }
+    let k = match lists.get(&l[..]) {
+        Some(&k) => k,
+        None => {
+            let k = u32::try_from(order.len()).ok()?;
+            lists.insert(&l[..], k);
+            order.push(&l[..]);
+            k
+        }
+    };
+    by_ptr.insert(ptr, k);
+    Some(k)
 }
 
 /// A reader over the cache bytes.
