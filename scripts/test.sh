@@ -44,6 +44,9 @@ else
   # The boot matrix's Debian 12 node image: built once, then cached under
   # $IRONWULF_CACHE/images (a rebuild only when its recipe or the kernel changes).
   step "Debian node image" scripts/build-debian-image.sh
+  # The arm64 matrix scenario's small busybox tree (Debian's arm64 kernel
+  # and busybox-static), cached the same way.
+  step "arm64 node image" scripts/build-debian-image.sh arm64
 fi
 step "test-init (static)" cargo build --release -p test-init --target x86_64-unknown-linux-musl
 step "tests" tests
