@@ -8,8 +8,9 @@
 #
 # Per size it prints: the full build (empty provision dir), the no-op rebuild,
 # the rebuild after one node's comment and kernel args change (a change that
-# does not alter any other node's output), and at the end the 10k/1k ratio of
-# the full builds. Default overlays the checkout does not ship yet are stubbed
+# does not alter any other node's output), the median of CHANGES (default 5)
+# further single-node changes, and at the end the 10k/1k ratio of the full
+# builds. Default overlays the checkout does not ship yet are stubbed
 # with empty site overlays (reported). Writes only inside a temp folder.
 #
 # A template that names the node *and* lists every node (an /etc/hosts with
@@ -106,9 +107,21 @@ EOF
   echo "overlay build, $n nodes, full:            $((t1 - t0)) ms  ($last)"
   t0=$(now_ms); last=$(ww); t1=$(now_ms)
   echo "overlay build, $n nodes, no-op:           $((t1 - t0)) ms  ($last)"
-  sed -i '0,/  n00001:/{s/  n00001:/  n00001:\n    comment: changed\n    kernel:\n      args: [quiet, debug]/}' "$site/etc/warewulf/nodes.conf"
+  sed -i '0,/  n00001:/{s/  n00001:/  n00001:\n    comment: changed\n    kernel:\n      args: [quiet, debug0]/}' "$site/etc/warewulf/nodes.conf"
   t0=$(now_ms); last=$(ww); t1=$(now_ms)
   echo "overlay build, $n nodes, one node changed: $((t1 - t0)) ms  ($last)"
+  # Then CHANGES more single-node changes (new kernel args each time, so
+  # each writes and fsyncs a new blob): the first one above also pays for
+  # the full build's writeback still in flight; these show the steady state.
+  times=()
+  for k in $(seq 1 "${CHANGES:-5}"); do
+    sed -i "s/args: \[quiet, debug[0-9]*\]/args: [quiet, debug$k]/" "$site/etc/warewulf/nodes.conf"
+    t0=$(now_ms); last=$(ww); t1=$(now_ms)
+    times+=($((t1 - t0)))
+  done
+  sorted=$(printf '%s\n' "${times[@]}" | sort -n | tr '\n' ' ')
+  median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  echo "overlay build, $n nodes, one node changed, ${#times[@]} more: median $median ms  (sorted: $sorted; last: $last)"
   echo "  images: $(find "$site/provision/overlays" -name '*.img.gz' | wc -l), blobs: $(ls "$site/provision/blobs/sha256" | wc -l), store: $(du -sh "$site/provision" | cut -f1)"
   [ -z "${KEEP:-}" ] || { cp -a "$site" "$KEEP"; }
   rm -rf "$site"

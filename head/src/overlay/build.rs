@@ -77,7 +77,7 @@ pub const DEFAULT_SYSTEM: &[&str] = &[
 pub const DEFAULT_RUNTIME: &[&str] = &["hosts", "ssh.authorized_keys"];
 
 /// Bumped whenever the image format or the hash inputs change.
-const FORMAT: &str = "ironwulf-overlay-3";
+const FORMAT: &str = "ironwulf-overlay-4";
 
 /// Mode of blobs: they hold secrets (keys, passwords).
 const BLOB_MODE: u32 = 0o600;
@@ -244,7 +244,7 @@ impl NodeRecord {
         }
     }
 
-    fn digests(&self) -> impl Iterator<Item = &String> {
+    fn digests(&self) -> impl Iterator<Item = &Hash32> {
         self.system
             .iter()
             .chain(self.runtime.iter())
@@ -256,101 +256,54 @@ impl NodeRecord {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct ImageRecord {
     /// Input hash the image was built from.
-    #[serde(with = "digest")]
-    input: String,
+    input: Hash32,
     /// Extension (`gz`, `zst`) → blob digest.
-    #[serde(with = "digest_map")]
-    blobs: BTreeMap<String, String>,
+    blobs: BTreeMap<String, Hash32>,
     /// Host files read by templates, with their stamps at build time.
     #[serde(default)]
     files_read: Vec<FileStamp>,
     /// Unix time of the build.
     built: u64,
     /// Key of the shared member the image starts with (`.shared/<key>`).
-    #[serde(default, with = "digest")]
-    shared: String,
+    #[serde(default)]
+    shared: Option<Hash32>,
 }
 
-/// Hex digests stored as their 32 bytes (half the index), anything else
-/// as its text; a tag byte tells which.
-mod digest {
-    use serde::{Deserialize, Deserializer, Serializer};
+/// A SHA-256 digest, stored as its 32 bytes and shown as lower-case hex.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Hash32([u8; 32]);
 
-    pub fn pack(s: &str) -> Vec<u8> {
+impl std::fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| std::fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl std::str::FromStr for Hash32 {
+    type Err = hex::FromHexError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut raw = [0u8; 32];
-        if s.len() == 64
-            && !s.bytes().any(|b| b.is_ascii_uppercase())
-            && hex::decode_to_slice(s, &mut raw).is_ok()
-        {
-            let mut out = Vec::with_capacity(33);
-            out.push(0);
-            out.extend_from_slice(&raw);
-            out
-        } else {
-            let mut out = Vec::with_capacity(s.len() + 1);
-            out.push(1);
-            out.extend_from_slice(s.as_bytes());
-            out
-        }
-    }
-
-    pub fn unpack<E: serde::de::Error>(b: &[u8]) -> Result<String, E> {
-        match b.split_first() {
-            Some((0, raw)) => {
-                let raw: &[u8; 32] = raw
-                    .try_into()
-                    .map_err(|_| E::custom("digest is not 32 bytes"))?;
-                Ok(super::hex32(raw))
-            }
-            Some((1, text)) => String::from_utf8(text.to_vec()).map_err(E::custom),
-            _ => Err(E::custom("bad digest tag")),
-        }
-    }
-
-    pub fn serialize<S: Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_bytes(&pack(s))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
-        let b: &[u8] = <&[u8]>::deserialize(de)?;
-        unpack(b)
+        hex::decode_to_slice(s, &mut raw)?;
+        Ok(Hash32(raw))
     }
 }
 
-/// A map of extension → digest with [`digest`]'s encoding of the values.
-mod digest_map {
-    use std::collections::BTreeMap;
-
-    use serde::ser::SerializeMap;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<String, String>,
-        ser: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut map = ser.serialize_map(Some(m.len()))?;
-        for (k, v) in m {
-            map.serialize_entry(k, &Packed(super::digest::pack(v)))?;
-        }
-        map.end()
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_bytes(&self.0)
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        de: D,
-    ) -> Result<BTreeMap<String, String>, D::Error> {
-        let raw: BTreeMap<String, &[u8]> = BTreeMap::deserialize(de)?;
-        raw.into_iter()
-            .map(|(k, v)| Ok((k, super::digest::unpack(v)?)))
-            .collect()
-    }
-
-    /// Bytes serialised as bytes (not as a sequence of integers).
-    struct Packed(Vec<u8>);
-
-    impl serde::Serialize for Packed {
-        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-            ser.serialize_bytes(&self.0)
-        }
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let b: &[u8] = <&[u8]>::deserialize(de)?;
+        let raw: [u8; 32] = b
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a digest is 32 bytes"))?;
+        Ok(Hash32(raw))
     }
 }
 
@@ -378,7 +331,7 @@ impl FileStamp {
 type SharedRender = Result<Vec<RenderedFile>, String>;
 
 /// Stored blob per extension, the files read and the shared member's key.
-type ImageBlobs = (BTreeMap<String, String>, Vec<FileStamp>, String);
+type ImageBlobs = (BTreeMap<String, Hash32>, Vec<FileStamp>, Option<Hash32>);
 
 /// An overlay prepared for this run, with its shared renders.
 struct OverlayRun {
@@ -395,7 +348,7 @@ struct OverlayRun {
 /// The shared member of one overlay list.
 struct SharedMember {
     /// Digest of its inputs (overlay list, overlay digests, compressions).
-    key: String,
+    key: Hash32,
     paths: HashSet<String>,
     /// Compressed bytes per requested compression (same order).
     members: Vec<Vec<u8>>,
@@ -424,7 +377,7 @@ struct Run<'a> {
 /// One image to build.
 struct Job {
     node: usize,
-    kinds: Vec<(ImageKind, Arc<[String]>, String)>,
+    kinds: Vec<(ImageKind, Arc<[String]>, Hash32)>,
 }
 
 /// What a worker produced for one node.
@@ -432,14 +385,6 @@ struct Built {
     node: usize,
     images: Vec<(ImageKind, ImageRecord)>,
     errors: Vec<String>,
-}
-
-/// Lower-case hex of a digest (`hex::encode` goes through `char`s, which
-/// shows at 20,000 images a run).
-fn hex32(d: &[u8; 32]) -> String {
-    let mut buf = [0u8; 64];
-    hex::encode_to_slice(d, &mut buf).expect("64 bytes hold 32 in hex");
-    String::from_utf8(buf.to_vec()).expect("hex is ASCII")
 }
 
 /// The render environment of a site (file roots, images for `IncludeFrom`).
@@ -790,7 +735,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             }
         }
     }
-    let planned: Vec<[(String, bool); 2]> = crate::par::map(&targets, workers, 512, |&i| {
+    let planned: Vec<[(Hash32, bool); 2]> = crate::par::map(&targets, workers, 512, |&i| {
         let node = &nodes.summaries[i];
         let rec = records[i];
         ImageKind::ALL.map(|kind| {
@@ -798,7 +743,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             h.update(kind.stem());
             h.update(node.hash);
             h.update(list_digests[&list_key(node.overlays(kind))]);
-            let input = hex32(&h.finalize().into());
+            let input = Hash32(h.finalize().into());
             let same = !opts.force
                 && rec.and_then(|r| r.get(kind)).is_some_and(|r| {
                     r.input == input
@@ -888,7 +833,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         crate::fsutil::sync_dir(&layout.blobs())?;
     }
 
-    let mut old_digests: HashSet<String> = HashSet::new();
+    let mut old_digests: HashSet<Hash32> = HashSet::new();
     let mut touched_dirs: Vec<PathBuf> = Vec::new();
     for b in results {
         let node = &nodes.summaries[b.node];
@@ -902,7 +847,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         let rec = index.nodes.entry(node.id.clone()).or_default();
         for (kind, img) in b.images {
             if let Some(old) = rec.get(kind) {
-                old_digests.extend(old.blobs.values().cloned());
+                old_digests.extend(old.blobs.values().copied());
                 for ext in old.blobs.keys() {
                     if !img.blobs.contains_key(ext) {
                         let c = Compression::from_name(ext).unwrap_or(Compression::Gzip);
@@ -932,7 +877,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             .collect();
         for id in gone {
             if let Some(rec) = index.nodes.remove(&id) {
-                old_digests.extend(rec.digests().cloned());
+                old_digests.extend(rec.digests().copied());
             }
             let _ = fs::remove_dir_all(layout.node_dir(&id));
             touched = true;
@@ -950,19 +895,29 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
                 crate::fsutil::sync_dir(d)?;
             }
         }
+        tracing::debug!("overlay build: pointers set in {:?}", t0.elapsed());
         let bytes = postcard::to_stdvec(&index).context("encoding the overlay index")?;
+        tracing::debug!("overlay build: index encoded in {:?}", t0.elapsed());
         crate::fsutil::write_atomic(&layout.index(), &bytes, 0o600)?;
         // The JSON index of earlier versions.
         let _ = fs::remove_file(layout.root.join("overlays").join(".index.json"));
         tracing::debug!("overlay build: index written in {:?}", t0.elapsed());
         // Shared members no image starts with any more.
-        let mut unused: HashSet<String> = fs::read_dir(layout.shared())
-            .map(|dir| {
-                dir.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut unused: HashMap<Hash32, PathBuf> = HashMap::new();
+        // Names that are no digest (left-over temporary files) go too.
+        let mut stray: Vec<PathBuf> = Vec::new();
+        for e in fs::read_dir(layout.shared())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            match e.file_name().to_string_lossy().parse::<Hash32>() {
+                Ok(d) => {
+                    unused.insert(d, e.path());
+                }
+                Err(_) => stray.push(e.path()),
+            }
+        }
         for r in index
             .nodes
             .values()
@@ -971,10 +926,12 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             if unused.is_empty() {
                 break;
             }
-            unused.remove(&r.shared);
+            if let Some(k) = &r.shared {
+                unused.remove(k);
+            }
         }
-        for name in unused {
-            let _ = fs::remove_file(layout.shared().join(name));
+        for path in unused.into_values().chain(stray) {
+            let _ = fs::remove_file(path);
         }
         // Old blobs another node still uses stay.
         if !old_digests.is_empty() {
@@ -986,7 +943,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             }
         }
         for d in old_digests {
-            if fs::remove_file(layout.blobs().join(&d)).is_ok() {
+            if fs::remove_file(layout.blobs().join(d.to_string())).is_ok() {
                 report.blobs_removed += 1;
             }
         }
@@ -1073,7 +1030,7 @@ fn build_node(run: &Run<'_>, nodes: &NodeSet, job: &Job, now: u64) -> Built {
                 built.images.push((
                     *kind,
                     ImageRecord {
-                        input: input.clone(),
+                        input: *input,
                         blobs,
                         files_read,
                         built: now,
@@ -1142,12 +1099,13 @@ fn build_image(run: &Run<'_>, data: &NodeData, list: &[String]) -> Result<ImageB
         }
         let mut h = shared.hashed[k].clone();
         h.update(&own);
-        let digest = hex::encode(h.finalize());
-        put_blob(run, &digest, &[&shared.members[k], &own]).map_err(|e| vec![format!("{e:#}")])?;
+        let digest = Hash32(h.finalize().into());
+        put_blob(run, &digest.to_string(), &[&shared.members[k], &own])
+            .map_err(|e| vec![format!("{e:#}")])?;
         blobs.insert(c.extension().to_string(), digest);
     }
     let stamps = read.iter().map(|p| FileStamp::of(p)).collect();
-    Ok((blobs, stamps, shared.key.clone()))
+    Ok((blobs, stamps, Some(shared.key)))
 }
 
 /// The shared member of `list`, built by the first worker that needs it.
@@ -1173,10 +1131,10 @@ fn shared_member(
                 h.update(c.extension().as_bytes());
                 h.update([0]);
             }
-            hex::encode(h.finalize())
+            Hash32(h.finalize().into())
         };
-        let path = run.shared_dir.join(&key);
-        if let Some(member) = read_shared(&path, &key, run.compressions.len()) {
+        let path = run.shared_dir.join(key.to_string());
+        if let Some(member) = read_shared(&path, &key.to_string(), run.compressions.len()) {
             return member;
         }
         let member = build_shared(run, ovs, key);
@@ -1191,7 +1149,7 @@ fn shared_member(
 }
 
 /// Renders and compresses the shared member of `ovs`.
-fn build_shared(run: &Run<'_>, ovs: &[&OverlayRun], key: String) -> SharedMember {
+fn build_shared(run: &Run<'_>, ovs: &[&OverlayRun], key: Hash32) -> SharedMember {
     let mut tree = BTreeMap::new();
     let mut errors = Vec::new();
     for ov in ovs {
@@ -1257,7 +1215,7 @@ fn write_shared(path: &Path, m: &SharedMember) -> Result<()> {
     let mut paths: Vec<String> = m.paths.iter().cloned().collect();
     paths.sort();
     let header = SharedHeader {
-        key: m.key.clone(),
+        key: m.key.to_string(),
         paths,
         sizes: m.members.iter().map(|b| b.len() as u64).collect(),
         digests: m
@@ -1303,8 +1261,9 @@ fn read_shared(path: &Path, key: &str, count: usize) -> Option<SharedMember> {
         hashed.push(h);
         at = end;
     }
+    let key: Hash32 = key.parse().ok()?;
     (at == data.len()).then(|| SharedMember {
-        key: key.to_string(),
+        key,
         paths: header.paths.into_iter().collect(),
         members,
         hashed,
@@ -1415,60 +1374,38 @@ mod index_tests {
     use super::*;
 
     #[test]
-    fn index_round_trips_digests_and_other_text() {
+    fn index_round_trips_and_stores_digests_as_bytes() {
         let mut index = Index {
             format: FORMAT.to_string(),
             ..Index::default()
         };
-        let digest = "0123456789abcdef".repeat(4);
+        let d = |b: u8| Hash32([b; 32]);
         let rec = ImageRecord {
-            input: digest.clone(),
-            blobs: BTreeMap::from([
-                ("gz".to_string(), digest.replace('0', "f")),
-                ("zst".to_string(), "not-a-digest".to_string()),
-            ]),
+            input: d(1),
+            blobs: BTreeMap::from([("gz".to_string(), d(2)), ("zst".to_string(), d(3))]),
             files_read: vec![FileStamp {
                 path: "/etc/x".into(),
                 stamp: Some((1, 2, 3, 4)),
             }],
             built: 7,
-            shared: String::new(),
+            shared: Some(d(4)),
         };
-        let mut upper = rec.clone();
-        upper.input = digest.to_uppercase();
         index
             .nodes
             .entry("n1".into())
             .or_default()
             .set(ImageKind::System, rec);
-        index
-            .nodes
-            .entry("n2".into())
-            .or_default()
-            .set(ImageKind::Runtime, upper);
         let bytes = postcard::to_stdvec(&index).unwrap();
         let back: Index = postcard::from_bytes(&bytes).unwrap();
-        let a = serde_json::to_value(&index.nodes).unwrap();
-        let b = serde_json::to_value(&back.nodes).unwrap();
-        assert_eq!(a, b);
-        // 32 bytes per digest, not 64 characters: the same index with the
-        // hex digests made non-hex is 3 × 32 bytes longer.
-        let mut text = index.clone();
-        for r in text.nodes.values_mut() {
-            for img in r.system.iter_mut().chain(r.runtime.iter_mut()) {
-                img.input = img.input.replacen('0', "g", 1);
-                for v in img.blobs.values_mut() {
-                    *v = v.replacen('f', "g", 1);
-                }
-            }
-        }
-        let longer = postcard::to_stdvec(&text).unwrap();
-        assert_eq!(
-            longer.len(),
-            bytes.len() + 3 * 32,
-            "{} {}",
-            longer.len(),
-            bytes.len()
-        );
+        let got = back.nodes["n1"].get(ImageKind::System).unwrap();
+        assert_eq!(got.input, d(1));
+        assert_eq!(got.blobs["zst"], d(3));
+        assert_eq!(got.shared, Some(d(4)));
+        assert_eq!(got.files_read[0].stamp, Some((1, 2, 3, 4)));
+        // Four digests of 32 bytes each, not 64 hex characters.
+        assert!(bytes.len() < 4 * 64, "{}", bytes.len());
+        let hex = d(0xab).to_string();
+        assert_eq!(hex, "ab".repeat(32));
+        assert_eq!(hex.parse::<Hash32>().unwrap(), d(0xab));
     }
 }
