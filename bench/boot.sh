@@ -31,6 +31,20 @@
 #   MEM_START       upper bound of the memory search, MiB (default 1024)
 #   MEM_SEARCH      0 skips the memory search
 #   SMP             vCPUs of the node (default 1)
+#   MODES           paths to time (default "single two pxe-single pxe-two")
+#   KEEP            a folder: each timed boot's serial log and the head's log
+#                   are copied there; serial lines are prefixed with the seconds since
+#                   QEMU's start (host clock), and each boot's packets on
+#                   the boot network are captured (headers only) with
+#                   tcpdump, if installed, into MODE-RUN.pcap: for breakdowns
+#   WWCTL, WWINIT   a wwctl / static wwinit binary to use instead of
+#                   building one (to compare builds side by side)
+#   RA              1: answer IPv6 router solicitations on the boot network
+#                   (an empty router advertisement, as a LAN with an IPv6
+#                   router would). Without one, iPXE's autoconfiguration
+#                   waits ~16 s for an answer before it boots, in both paths
+#   ARGS            extra kernel arguments for every node (e.g. "printk.time=1
+#                   ignore_loglevel" to see the kernel's own timeline)
 #
 # Prints one summary line per figure. Writes nothing outside a temp folder,
 # except the caches above (and cargo's target/ when it builds).
@@ -42,6 +56,9 @@ rootfs_cache="$cache/bench/bookworm-minbase"
 runs="${RUNS:-3}"
 mem_start="${MEM_START:-1024}"
 smp="${SMP:-1}"
+modes="${MODES:-single two pxe-single pxe-two}"
+keep="${KEEP:-}"
+extra_args="${ARGS:-}"
 boot_timeout=300
 mac=52:54:00:be:0c:01
 mac2=52:54:00:be:0c:02
@@ -100,19 +117,33 @@ ktree="$(dirname "$(dirname "$vmlinuz")")"
 
 # --- binaries ---------------------------------------------------------------
 target="${CARGO_TARGET_DIR:-$repo/target}"
-log "cargo build --release (wwctl, static wwinit)"
-(cd "$repo" && cargo build --release -p head >&2 && cargo build --release -p wwinit --target "$musl" >&2)
-wwctl="$target/release/wwctl"
-wwinit="$target/$musl/release/wwinit"
+wwctl="${WWCTL:-$target/release/wwctl}"
+wwinit="${WWINIT:-$target/$musl/release/wwinit}"
+if [[ -z "${WWCTL:-}" ]]; then
+  log "cargo build --release -p head (wwctl)"
+  (cd "$repo" && cargo build --release -p head >&2)
+fi
+if [[ -z "${WWINIT:-}" ]]; then
+  log "cargo build --release -p wwinit --target $musl (static wwinit)"
+  (cd "$repo" && cargo build --release -p wwinit --target "$musl" >&2)
+fi
 
 # --- a temp site ------------------------------------------------------------
 tmp="$(mktemp -d /tmp/ironwulf-bench-boot.XXXXXX)"
 ns="iwbench$$"
 head_pid=""
 qemu_pid=""
+dump_pid=""
+ra_pid=""
 cleanup() {
-  [[ -n "$qemu_pid" ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
-  [[ -n "$head_pid" ]] && kill "$head_pid" 2>/dev/null && wait "$head_pid" 2>/dev/null
+  [[ -n "$ra_pid" ]] && kill "$ra_pid" 2>/dev/null && wait "$ra_pid" 2>/dev/null || true
+  [[ -n "$dump_pid" ]] && kill "$dump_pid" 2>/dev/null && wait "$dump_pid" 2>/dev/null || true
+  if [[ -n "$keep" ]]; then
+    mkdir -p "$keep"
+    cp "$tmp/server.log" "$keep/" 2>/dev/null || true
+  fi
+  [[ -n "$qemu_pid" ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null || true
+  [[ -n "$head_pid" ]] && kill "$head_pid" 2>/dev/null && wait "$head_pid" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -148,7 +179,7 @@ nodeprofiles:
     system overlay: [wwinit, hostname]
     runtime overlay: [hosts]
     kernel:
-      args: [console=ttyS0, panic=-1, quiet, wwinit.crash=poweroff, wwinit.crash_delay=0, wwinit.init=/bin/true]
+      args: [console=ttyS0, panic=-1, quiet, wwinit.crash=poweroff, wwinit.crash_delay=0, wwinit.init=/bin/true$(for a in $extra_args; do printf ', %s' "$a"; done)]
 nodes:
   n1:
     profiles: [bench]
@@ -208,8 +239,27 @@ for _ in $(seq 100); do
   ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/10.97.0.1/9873' 2>/dev/null && break
   sleep 0.2
 done
+if [[ "${RA:-0}" == 1 ]]; then
+  # Router advertisements with lifetime 0 and no prefix: "no IPv6 router,
+  # no DHCPv6", which is all iPXE waits to hear.
+  ip netns exec "$ns" python3 -c '
+import socket, struct
+idx = socket.if_nametoindex("br0")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+             socket.inet_pton(socket.AF_INET6, "ff02::2") + struct.pack("@I", idx))
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 0, 0, 0)
+while True:
+    data, _ = s.recvfrom(1500)
+    if data and data[0] == 133:
+        s.sendto(ra, ("ff02::1", 0, 0, idx))
+' &
+  ra_pid=$!
+fi
 
-common="console=ttyS0 panic=-1 quiet wwinit.crash=poweroff wwinit.crash_delay=0 wwinit.init=/bin/true"
+common="console=ttyS0 panic=-1 quiet wwinit.crash=poweroff wwinit.crash_delay=0 wwinit.init=/bin/true${extra_args:+ $extra_args}"
 # The memory search sizes the two-stage tmpfs root to all of RAM: its
 # default (half of RAM, as Warewulf) caps the image, not the RAM use.
 tmpfs_all="wwinit.tmpfs_size=100%"
@@ -233,8 +283,21 @@ boot() {
       args+=(-boot n -netdev "tap,id=n0,ifname=tap0,script=no,downscript=no"
         -device "virtio-net-pci,netdev=n0,mac=$m") ;;
   esac
+  if [[ -n "$keep" ]] && command -v tcpdump >/dev/null; then
+    ip netns exec "$ns" tcpdump -i br0 -s 128 -U -w "$tmp/boot.pcap" >/dev/null 2>&1 &
+    dump_pid=$!
+    sleep 0.5
+  fi
   : >"$out"
   start="$(date +%s.%N)"
+  if [[ -n "$keep" ]]; then
+    echo "$start" >"$tmp/boot.start"
+    # The serial line through a stamper: "[seconds since start] line".
+    rm -f "$tmp/serial.fifo" && mkfifo "$tmp/serial.fifo"
+    args=("${args[@]/#file:$out/file:$tmp/serial.fifo}")
+    perl -MTime::HiRes=time -e '$| = 1; $s = shift; while (<STDIN>) { s/\r//g; printf "[%7.3f] %s", time - $s, $_ }' \
+      "$start" <"$tmp/serial.fifo" >"$out" &
+  fi
   ip netns exec "$ns" qemu-system-x86_64 "${args[@]}" >/dev/null 2>&1 &
   qemu_pid=$!
   local result=fail
@@ -252,19 +315,30 @@ boot() {
   kill "$qemu_pid" 2>/dev/null || true
   wait "$qemu_pid" 2>/dev/null || true
   qemu_pid=""
+  if [[ -n "$dump_pid" ]]; then
+    kill "$dump_pid" 2>/dev/null || true
+    wait "$dump_pid" 2>/dev/null || true
+    dump_pid=""
+  fi
   echo "$result"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "fail"; else print v[int((NR + 1) / 2)] }'; }
 
 declare -A med
-for mode in single two pxe-single pxe-two; do
+for mode in $modes; do
   times=()
   for i in $(seq "$runs"); do
     t="$(boot "$mode" 1024)"
     log "$mode boot $i at -m 1024: $t s"
     [[ "$t" == fail ]] && { log "console:"; tail -n 30 "$tmp/console-$mode-1024.log" >&2; exit 1; }
     times+=("$t")
+    if [[ -n "$keep" ]]; then
+      mkdir -p "$keep"
+      cp "$tmp/console-$mode-1024.log" "$keep/console-$mode-$i.log"
+      [[ -f "$tmp/boot.pcap" ]] && mv "$tmp/boot.pcap" "$keep/$mode-$i.pcap"
+      mv "$tmp/boot.start" "$keep/$mode-$i.start"
+    fi
     # Where the time went (wwinit's own stage timings).
     grep -a "stage [a-z-]*: done in\|bytes, .* entries\|lease " "$tmp/console-$mode-1024.log" |
       sed 's/^/    /' >&2 || true
@@ -273,6 +347,7 @@ for mode in single two pxe-single pxe-two; do
   echo "$mode boot to init at -m 1024, -smp $smp: median ${med[$mode]} s of $runs (${times[*]})"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+[[ -n "${med[single]:-}" && -n "${med[two]:-}" && -n "${med[pxe-single]:-}" && -n "${med[pxe-two]:-}" ]] &&
 echo "two-stage / single-stage boot time, direct: $(ratio "${med[two]}" "${med[single]}"), pxe: $(ratio "${med[pxe-two]}" "${med[pxe-single]}") (target <= 0.6)"
 
 [[ "${MEM_SEARCH:-1}" == 0 ]] && exit 0

@@ -226,6 +226,11 @@ fn components(name: &[u8]) -> Result<Vec<&[u8]>, UnpackError> {
     Ok(out)
 }
 
+/// Whether an error says the name is taken (by an earlier entry: the last one wins).
+fn exists(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EEXIST)
+}
+
 fn cstr(c: &[u8]) -> CString {
     CString::new(c).expect("newc reader rejects NUL bytes in names")
 }
@@ -392,20 +397,36 @@ impl Unpacker {
             return self.hardlink(h, r, &comps, &first);
         }
         match h.kind {
+            // Directories and files are created first and only on EEXIST
+            // is the old entry looked at: into an empty tree (the common
+            // case) that saves a stat per entry.
             Kind::Dir => {
-                if !self.clean(dir, &c, Kind::Dir, name)? {
-                    sys::mkdir_at(dir, &c, 0o700).map_err(|source| UnpackError::Mkdir {
-                        name: lossy(name),
-                        source,
-                    })?;
-                }
+                let made = match sys::mkdir_at(dir, &c, 0o700) {
+                    // A directory stays (only its metadata changes); anything
+                    // else there is replaced.
+                    Err(e) if exists(&e) => match self.clean(dir, &c, Kind::Dir, name)? {
+                        true => Ok(()),
+                        false => sys::mkdir_at(dir, &c, 0o700),
+                    },
+                    other => other,
+                };
+                made.map_err(|source| UnpackError::Mkdir {
+                    name: lossy(name),
+                    source,
+                })?;
                 self.stats.dirs += 1;
                 self.defer_dir(comps.iter().map(|c| c.to_vec()).collect(), h);
                 return Ok(());
             }
             Kind::File => {
-                self.clean(dir, &c, Kind::File, name)?;
-                let fd = sys::create_at(dir, &c).map_err(|source| UnpackError::Create {
+                let made = match sys::create_at(dir, &c) {
+                    Err(e) if exists(&e) => {
+                        self.clean(dir, &c, Kind::File, name)?;
+                        sys::create_at(dir, &c)
+                    }
+                    other => other,
+                };
+                let fd = made.map_err(|source| UnpackError::Create {
                     name: lossy(name),
                     source,
                 })?;

@@ -202,7 +202,10 @@ fn gnu_cpio_and_gzip_accept_our_output() {
     let src = tempfile::tempdir().unwrap();
     sample_tree(src.path());
     let data = build(src.path(), &TreeOptions::default(), Compression::Gzip);
-    let gz = src.path().join("../archive.test.gz");
+    // Outside the tree (it would be archived) and not a fixed path (tests
+    // run in parallel).
+    let gz_dir = tempfile::tempdir().unwrap();
+    let gz = gz_dir.path().join("archive.gz");
     fs::write(&gz, &data).unwrap();
     let out = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
     fs::remove_file(&gz).unwrap();

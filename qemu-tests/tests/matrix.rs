@@ -135,15 +135,9 @@ nodes:
                 ip = ipaddr(n),
                 extra = extra.node_yaml,
                 tags = if extra.two_stage.contains(&n) {
-                    // The NIC wwinit brought up keeps its kernel name and
-                    // stays up: systemd-udevd 252 cannot rename it (eth0 →
-                    // ens3), never marks it initialised, and networkd leaves
-                    // it "pending" (wait-online fails, system degraded).
-                    // Keeping kernel names avoids the rename.
-                    format!(
-                        "    tags:\n      ironwulf.boot: two-stage\n    kernel:\n      \
-                         args: [{KERNEL_ARGS}, net.ifnames=0]\n"
-                    )
+                    // wwinit takes the NIC down before init, so udev renames
+                    // it (eth0 → ens3) as in a single-stage boot.
+                    "    tags:\n      ironwulf.boot: two-stage\n".to_owned()
                 } else {
                     String::new()
                 },

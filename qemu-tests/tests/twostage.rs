@@ -9,7 +9,8 @@
 //! (named by the node's `init`, rendered into `wwinit.conf` by the shipped
 //! `wwinit` overlay).
 //!
-//! - a clean boot reaches test-init's marker from the system overlay;
+//! - a clean boot reaches test-init's marker from the system overlay, and
+//!   wwinit took the NIC down (address removed) right before exec'ing it;
 //! - an image corrupted on the head (after its digest was recorded) is
 //!   detected, fetched again into a fresh root, and after the last attempt
 //!   ends in the crash action (`poweroff`) on the console;
@@ -34,9 +35,17 @@ use qemu_tests::{Arch, Kernel, Vm, qemu_opted_out};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const MAC: &str = "52:54:00:12:34:21";
 
-/// Starts node n1 on `tap`: Debian's kernel and the stage 1, as iPXE's
-/// two-stage path loads them.
-fn spawn_node(ns: &Netns, tap: &str, test: &str, kernel: &Kernel, stage1: &Path) -> Result<Vm> {
+/// Starts node n1 on `tap` with `cpus` vCPUs: Debian's kernel and the
+/// stage 1, as iPXE's two-stage path loads them. (With 2 vCPUs wwinit
+/// streams on two threads, with 1 on one: both paths get a real boot.)
+fn spawn_node(
+    ns: &Netns,
+    tap: &str,
+    test: &str,
+    kernel: &Kernel,
+    stage1: &Path,
+    cpus: u32,
+) -> Result<Vm> {
     let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qemu-{test}.log"));
     let vm = Vm::builder()
         .netns(ns.name())
@@ -48,6 +57,8 @@ fn spawn_node(ns: &Netns, tap: &str, test: &str, kernel: &Kernel, stage1: &Path)
         ))
         .console_log(&log)
         .args([
+            "-smp",
+            &cpus.to_string(),
             "-netdev",
             &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
             "-device",
@@ -76,7 +87,7 @@ fn two_stage_boot_from_a_real_head() {
     let head = site.start(&ns).unwrap();
 
     let started = Instant::now();
-    let mut vm = spawn_node(&ns, &tap, "twostage", &kernel, &stage1).unwrap();
+    let mut vm = spawn_node(&ns, &tap, "twostage", &kernel, &stage1, 2).unwrap();
     let booted = vm.console().expect_all(
         &[
             "no /warewulf/wwinit.conf: two-stage boot",
@@ -84,10 +95,14 @@ fn two_stage_boot_from_a_real_head() {
             "lease 10.99.0.21/255.255.255.0 from 10.99.0.1",
             // zstd preferred; the overlays are built as zstd on request.
             &format!("/image/{MAC}?compress=zst: "),
-            ", sha256 ok",
+            // Two vCPUs: the stream ran on two threads.
+            ", sha256 ok, 2 thread(s)",
             &format!("/system/{MAC}?compress=zst: "),
             &format!("/runtime/{MAC}?compress=zst: "),
             "wwinit: stage switch-root: done",
+            // The NIC is given back unconfigured, so the image's own
+            // network set-up (and udev's renaming) starts from scratch.
+            "wwinit: eth0: address removed, link down",
             "wwinit: exec /sbin/test-init",
             &format!("{TEST_INIT_MARKER}system"),
         ],
@@ -129,7 +144,7 @@ fn corrupt_artifact_is_retried_then_ends_in_the_crash_action() {
     fs::write(&image, &bytes).unwrap();
     let head = site.start(&ns).unwrap();
 
-    let mut vm = spawn_node(&ns, &tap, "twostage-corrupt", &kernel, &stage1).unwrap();
+    let mut vm = spawn_node(&ns, &tap, "twostage-corrupt", &kernel, &stage1, 2).unwrap();
     let failed = vm.console().expect_all(
         &[
             "wwinit: stage fetch: start",
@@ -168,7 +183,7 @@ fn head_started_after_the_node_still_boots_it() {
     let site = Site::new().unwrap();
     let stage1 = two_stage_site(&site, &kernel, MAC, "10.99.0.21").unwrap();
 
-    let mut vm = spawn_node(&ns, &tap, "twostage-late-head", &kernel, &stage1).unwrap();
+    let mut vm = spawn_node(&ns, &tap, "twostage-late-head", &kernel, &stage1, 1).unwrap();
     std::thread::sleep(Duration::from_secs(20));
     ensure_running(&mut vm).unwrap();
     let head = site.start(&ns).unwrap();

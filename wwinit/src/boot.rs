@@ -655,10 +655,18 @@ fn start_wwclient(ctx: &mut Ctx<'_>) -> Result<Outcome> {
 
 fn exec_init(ctx: &mut Ctx<'_>) -> Result<Outcome> {
     let init = ctx.config.init.clone();
-    log::info(&format!("exec {init}"));
     if let (Some(server), Some(wwid)) = (ctx.server.clone(), ctx.wwid) {
         ctx.sys.report(&server, &wwid, "init", &init);
     }
+    // Two-stage: the node's own network set-up starts from a clean NIC, as
+    // after a single-stage boot (and udev can rename it: not while it is up).
+    if let Some(net) = ctx.net.take() {
+        match ctx.sys.network_down(&net.iface) {
+            Ok(()) => log::info(&format!("{}: address removed, link down", net.iface)),
+            Err(e) => log::warn(&format!("{}: releasing for init: {e}", net.iface)),
+        }
+    }
+    log::info(&format!("exec {init}"));
     // SAFETY: sync() takes no arguments and cannot fail.
     unsafe { libc::sync() };
     let err = ctx.sys.exec(&init, &[&init]);
@@ -1030,7 +1038,12 @@ mod tests {
         let mut switch: Vec<&str> = SWITCH.to_vec();
         let exec = switch.pop().expect("non-empty");
         want.extend(switch);
-        want.extend(["report switch-root", "report init", exec]);
+        want.extend([
+            "report switch-root",
+            "report init",
+            "network-down eth0",
+            exec,
+        ]);
         assert_eq!(sys.calls, want);
     }
 

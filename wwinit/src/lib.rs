@@ -32,6 +32,7 @@ pub fn run_pid1() -> ! {
     let mut sys = realsys::RealSys {
         dhcp_timeout: cmdline::DEFAULT_DHCP_TIMEOUT,
         fetch_timeout: cmdline::DEFAULT_FETCH_TIMEOUT,
+        modules: None,
     };
     let mut ctx = boot::Ctx::new(&mut sys);
     let err = boot::boot(&mut ctx);

@@ -7,7 +7,8 @@
 //! decompression); when the kernel refuses that flag we decompress with the
 //! `initramfs` crate's decoder and call `init_module`. Loading runs in
 //! passes: a bus driver (e.g. `virtio_pci`) makes new devices appear whose
-//! drivers load in the next pass.
+//! drivers load in the next pass, which runs at once when the device list
+//! changed; devices that appear later are handled by [`Loader::rescan`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
@@ -15,16 +16,13 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use thiserror::Error;
 
 /// `finit_module` flag: the file is compressed, the kernel decompresses.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
-/// Passes of "scan devices, load matches".
+/// Passes of "scan devices, load matches" in a row.
 const MAX_PASSES: usize = 5;
-/// Wait between passes for newly bound buses to register devices.
-const SETTLE: Duration = Duration::from_millis(200);
 
 /// Errors of module loading.
 #[derive(Debug, Error)]
@@ -295,46 +293,113 @@ pub fn load_named(names: &[&str]) -> Result<usize, ModuleError> {
     Ok(loaded)
 }
 
-/// Loads `extra` and every module matching present hardware, in passes.
-/// Failures of hardware-matched modules are logged and skipped (a driver
-/// for an unrelated device must not stop the boot); failures of `extra`
-/// modules are errors.
-pub fn load_all(extra: &[String], log: &mut dyn FnMut(&str)) -> Result<usize, ModuleError> {
-    let dir =
-        modules_dir().map_err(|e| ModuleError::Read("/proc/sys/kernel/osrelease".into(), e))?;
-    let read = |name: &str| {
-        let p = dir.join(name);
-        std::fs::read_to_string(&p).map_err(|e| ModuleError::Read(p, e))
-    };
-    let index = ModuleIndex::parse(&read("modules.alias")?, &read("modules.dep")?);
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut loaded = 0;
-    for name in extra {
-        for rel in index.load_order(name)? {
-            if done.insert(rel.clone()) && load_file(&dir.join(&rel))? {
-                loaded += 1;
+/// Loads modules for present hardware, remembering what it has done, so
+/// that devices appearing later (a bus driver that probes asynchronously,
+/// USB NICs still enumerating) get their drivers on a later [`Loader::rescan`].
+pub struct Loader {
+    dir: PathBuf,
+    index: ModuleIndex,
+    /// Module files tried (loaded, already present, or failed).
+    done: BTreeSet<String>,
+    /// The device modaliases of the last pass.
+    devices: Vec<String>,
+}
+
+impl Loader {
+    /// Reads `modules.alias` and `modules.dep` of the running kernel.
+    pub fn new() -> Result<Self, ModuleError> {
+        let dir =
+            modules_dir().map_err(|e| ModuleError::Read("/proc/sys/kernel/osrelease".into(), e))?;
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(|e| ModuleError::Read(p, e))
+        };
+        let index = ModuleIndex::parse(&read("modules.alias")?, &read("modules.dep")?);
+        Ok(Loader {
+            dir,
+            index,
+            done: BTreeSet::new(),
+            devices: Vec::new(),
+        })
+    }
+
+    /// Loads `extra` (and dependencies) and every module matching present
+    /// hardware; failures of `extra` modules are errors, failures of
+    /// hardware-matched ones are logged and skipped (a driver for an
+    /// unrelated device must not stop the boot). A pass that loaded
+    /// something is followed by another only if the set of devices changed:
+    /// bus drivers register their devices before `finit_module` returns
+    /// unless they probe asynchronously, and late devices are picked up by
+    /// [`Loader::rescan`] while the network stage waits for its interface,
+    /// so no pass ever sleeps.
+    pub fn load_all(
+        &mut self,
+        extra: &[String],
+        log: &mut dyn FnMut(&str),
+    ) -> Result<usize, ModuleError> {
+        let mut loaded = 0;
+        for name in extra {
+            for rel in self.index.load_order(name)? {
+                if self.done.insert(rel.clone()) && load_file(&self.dir.join(&rel))? {
+                    loaded += 1;
+                }
             }
         }
+        self.devices = device_modaliases();
+        for _ in 0..MAX_PASSES {
+            let new = self.pass(log);
+            loaded += new;
+            if new == 0 || !self.devices_changed() {
+                break;
+            }
+        }
+        Ok(loaded)
     }
-    for pass in 0..MAX_PASSES {
+
+    /// Loads drivers for devices that appeared since the last pass; how many
+    /// modules were loaded (0 at once when nothing changed).
+    pub fn rescan(&mut self, log: &mut dyn FnMut(&str)) -> usize {
+        let mut loaded = 0;
+        for _ in 0..MAX_PASSES {
+            if !self.devices_changed() {
+                break;
+            }
+            let new = self.pass(log);
+            loaded += new;
+            if new == 0 {
+                break;
+            }
+        }
+        loaded
+    }
+
+    /// Re-reads the device list; whether it differs from the last one.
+    fn devices_changed(&mut self) -> bool {
+        let now = device_modaliases();
+        let changed = now != self.devices;
+        self.devices = now;
+        changed
+    }
+
+    /// One pass over `self.devices`: loads every matching module not tried yet.
+    fn pass(&mut self, log: &mut dyn FnMut(&str)) -> usize {
         let mut new = 0;
-        for alias in device_modaliases() {
-            let wanted: Vec<String> = index.matches(&alias).map(str::to_owned).collect();
+        for alias in &self.devices {
+            let wanted: Vec<String> = self.index.matches(alias).map(str::to_owned).collect();
             for module in wanted {
                 if Path::new("/sys/module").join(&module).exists() {
                     continue; // built in, or already loaded
                 }
-                let Ok(order) = index.load_order(&module) else {
+                let Ok(order) = self.index.load_order(&module) else {
                     continue;
                 };
                 for rel in order {
-                    if !done.insert(rel.clone()) {
+                    if !self.done.insert(rel.clone()) {
                         continue;
                     }
-                    match load_file(&dir.join(&rel)) {
+                    match load_file(&self.dir.join(&rel)) {
                         Ok(true) => {
                             log(&format!("loaded {} (for {alias})", module_name(&rel)));
-                            loaded += 1;
                             new += 1;
                         }
                         Ok(false) => {}
@@ -343,14 +408,8 @@ pub fn load_all(extra: &[String], log: &mut dyn FnMut(&str)) -> Result<usize, Mo
                 }
             }
         }
-        if new == 0 {
-            break;
-        }
-        if pass + 1 < MAX_PASSES {
-            std::thread::sleep(SETTLE);
-        }
+        new
     }
-    Ok(loaded)
 }
 
 trait SourceText {

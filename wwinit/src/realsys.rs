@@ -25,6 +25,8 @@ use crate::sys::{FetchEntry, MountFlags, NetInfo, Sys};
 pub struct RealSys {
     pub dhcp_timeout: Duration,
     pub fetch_timeout: Duration,
+    /// Set by the modules stage; the network stage rescans with it.
+    pub modules: Option<modules::Loader>,
 }
 
 fn cstr(s: &str) -> io::Result<CString> {
@@ -221,7 +223,8 @@ impl Sys for RealSys {
     }
 
     fn load_modules(&mut self, extra: &[String]) -> Result<usize> {
-        Ok(modules::load_all(extra, &mut |m| log::info(m))?)
+        let loader = self.modules.insert(modules::Loader::new()?);
+        Ok(loader.load_all(extra, &mut |m| log::info(m))?)
     }
 
     fn set_timeouts(&mut self, dhcp: Duration, fetch: Duration) {
@@ -230,7 +233,17 @@ impl Sys for RealSys {
     }
 
     fn network_up(&mut self, ip: Option<&IpParam>, wwid: Option<Mac>) -> Result<NetInfo> {
-        net::up(ip, wwid, self.dhcp_timeout)
+        // While waiting for its interface, load drivers for late devices.
+        let mut rescan = || {
+            if let Some(l) = self.modules.as_mut() {
+                l.rescan(&mut |m| log::info(m));
+            }
+        };
+        net::up(ip, wwid, self.dhcp_timeout, &mut rescan)
+    }
+
+    fn network_down(&mut self, iface: &str) -> io::Result<()> {
+        net::release(iface)
     }
 
     fn fetch_manifest(&mut self, server: &Server, wwid: &Mac) -> Result<Option<Manifest>> {

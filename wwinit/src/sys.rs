@@ -98,6 +98,10 @@ pub trait Sys {
     fn set_timeouts(&mut self, dhcp: std::time::Duration, fetch: std::time::Duration);
     /// Brings up the boot interface (static from `ip=`, else DHCP).
     fn network_up(&mut self, ip: Option<&IpParam>, wwid: Option<Mac>) -> Result<NetInfo>;
+    /// Gives the boot interface back as the kernel made it: address (and
+    /// with it the routes) removed, link down, so the node's own network
+    /// set-up starts from scratch (and udev may rename it).
+    fn network_down(&mut self, iface: &str) -> io::Result<()>;
     /// `GET /manifest/{wwid}`; `None` when the head has no manifest route.
     fn fetch_manifest(&mut self, server: &Server, wwid: &Mac) -> Result<Option<Manifest>>;
     /// Streams one artifact into `dest`, verifying its digest and size;
@@ -291,6 +295,10 @@ pub mod fake {
             self.net
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("no network in fake"))
+        }
+        fn network_down(&mut self, iface: &str) -> io::Result<()> {
+            self.rec(format!("network-down {iface}"));
+            Ok(())
         }
         fn fetch_manifest(&mut self, server: &Server, wwid: &Mac) -> Result<Option<Manifest>> {
             self.rec(format!(

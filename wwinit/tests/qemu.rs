@@ -27,7 +27,6 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use initramfs::compress::{Compression, EncoderOptions, encoder};
 use qemu_tests::initrd::{MEMBER_FILE, Member, TEST_INIT_MARKER};
 use qemu_tests::{Arch, Kernel, Vm, artifacts, qemu_opted_out};
-use sha2::{Digest, Sha256};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
@@ -296,7 +295,7 @@ fn xz(data: &[u8]) -> Result<Vec<u8>> {
 fn entry(stage: &str, url: &str, data: &[u8], compression: &str) -> String {
     format!(
         r#"{{"stage":"{stage}","url":"{url}","digest":"sha256:{}","size":{},"compression":"{compression}"}}"#,
-        hex(&Sha256::digest(data)),
+        hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref()),
         data.len()
     )
 }

@@ -23,6 +23,8 @@ use crate::sys::NetInfo;
 const IFACE_WAIT: Duration = Duration::from_secs(10);
 /// How long to wait for link (carrier) after setting the interface up.
 const CARRIER_WAIT: Duration = Duration::from_secs(10);
+/// Interval of the two waits above (sysfs reads are cheap).
+const POLL: Duration = Duration::from_millis(20);
 const ARPHRD_ETHER: &str = "1";
 
 /// Ethernet interfaces with their MACs, sorted by name.
@@ -49,8 +51,13 @@ fn ether_ifaces() -> Vec<(String, Mac)> {
 }
 
 /// Chooses the interface: named by `ip=`, else the one with the `wwid` MAC,
-/// else the first Ethernet interface; waits for it to appear.
-fn choose(named: Option<&str>, wwid: Option<Mac>) -> Result<(String, Mac)> {
+/// else the first Ethernet interface; waits for it to appear, calling
+/// `rescan` (load drivers for devices that appeared late) while it waits.
+fn choose(
+    named: Option<&str>,
+    wwid: Option<Mac>,
+    rescan: &mut dyn FnMut(),
+) -> Result<(String, Mac)> {
     let started = Instant::now();
     loop {
         let all = ether_ifaces();
@@ -70,7 +77,8 @@ fn choose(named: Option<&str>, wwid: Option<Mac>) -> Result<(String, Mac)> {
             };
             bail!("no {want} after {IFACE_WAIT:?} (is its driver in the stage-1 initramfs?)");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        rescan();
+        std::thread::sleep(POLL);
     }
 }
 
@@ -158,6 +166,27 @@ pub fn set_addr(name: &str, addr: Ipv4Addr, mask: Ipv4Addr) -> io::Result<()> {
     ioctl(&fd, libc::SIOCSIFNETMASK, &mut r)
 }
 
+/// Undoes [`up`] on `name`: removes its IPv4 address (`SIOCSIFADDR` with
+/// 0.0.0.0 deletes it, and the kernel drops the routes through it), then
+/// sets the link down. The kernel refuses to rename an interface that is
+/// up, so this lets udev give it its predictable name, and networkd or
+/// NetworkManager find it unconfigured, as after a single-stage boot.
+pub fn release(name: &str) -> io::Result<()> {
+    let fd = ctl_socket()?;
+    let mut r = ifreq(name)?;
+    r.data.addr = sockaddr(Ipv4Addr::UNSPECIFIED);
+    match ioctl(&fd, libc::SIOCSIFADDR, &mut r) {
+        // No address (static `ip=` without one): nothing to remove.
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+        other => other?,
+    }
+    let mut r = ifreq(name)?;
+    ioctl(&fd, libc::SIOCGIFFLAGS, &mut r)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { r.data.flags &= !(libc::IFF_UP as libc::c_short) };
+    ioctl(&fd, libc::SIOCSIFFLAGS, &mut r)
+}
+
 /// Adds `default via gw`.
 pub fn add_default_route(gw: Ipv4Addr) -> io::Result<()> {
     let fd = ctl_socket()?;
@@ -180,7 +209,7 @@ fn wait_carrier(name: &str) {
         if fs::read_to_string(&path).is_ok_and(|c| c.trim() == "1") {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(POLL);
     }
     log::warn(&format!(
         "{name}: no link after {CARRIER_WAIT:?}; trying anyway"
@@ -242,8 +271,14 @@ fn default_mask(a: Ipv4Addr) -> Ipv4Addr {
     }
 }
 
-/// Brings the boot interface up and returns what the rest of the boot needs.
-pub fn up(ip: Option<&IpParam>, wwid: Option<Mac>, dhcp_timeout: Duration) -> Result<NetInfo> {
+/// Brings the boot interface up and returns what the rest of the boot needs;
+/// `rescan` runs while the interface has not appeared yet.
+pub fn up(
+    ip: Option<&IpParam>,
+    wwid: Option<Mac>,
+    dhcp_timeout: Duration,
+    rescan: &mut dyn FnMut(),
+) -> Result<NetInfo> {
     if let Err(e) = set_up("lo") {
         log::warn(&format!("lo: {e}"));
     }
@@ -253,7 +288,7 @@ pub fn up(ip: Option<&IpParam>, wwid: Option<Mac>, dhcp_timeout: Duration) -> Re
         Some(IpParam::Off) => bail!("ip=off, but a two-stage boot needs the network"),
         None => None,
     };
-    let (iface, mac) = choose(named, wwid)?;
+    let (iface, mac) = choose(named, wwid, rescan)?;
     set_up(&iface).with_context(|| format!("setting {iface} up"))?;
     wait_carrier(&iface);
     let (addr, server_hint) = match ip {
