@@ -10,7 +10,8 @@ use std::process::Command;
 use anyhow::{Context, Result, ensure};
 
 use crate::head::Site;
-use crate::{Kernel, artifacts};
+use crate::netns::Netns;
+use crate::{Kernel, Vm, VmBuilder, artifacts};
 
 /// `6.1.0-56-amd64` from `…/boot/vmlinuz-6.1.0-56-amd64`.
 pub fn kernel_release(kernel: &Kernel) -> Result<String> {
@@ -102,4 +103,32 @@ nodes:
         .root()
         .join("provision/initramfs")
         .join(format!("{kver}.img")))
+}
+
+/// A node of a [`two_stage_site`]: `kernel` + `stage1`, 512 MiB, one
+/// virtio NIC with `mac` on `tap` inside `ns`, wwinit's crash action set to
+/// a quick power-off; `extra` ends the kernel command line. Callers add the
+/// console log and anything else.
+pub fn two_stage_vm(
+    ns: &Netns,
+    tap: &str,
+    mac: &str,
+    kernel: &Kernel,
+    stage1: &Path,
+    extra: &str,
+) -> VmBuilder {
+    Vm::builder()
+        .netns(ns.name())
+        .kernel_for(kernel)
+        .initrd(stage1)
+        .memory_mib(512)
+        .append(format!(
+            "console=ttyS0 panic=-1 wwid={mac} wwinit.crash=poweroff wwinit.crash_delay=1 {extra}"
+        ))
+        .args([
+            "-netdev".to_string(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device".to_string(),
+            format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        ])
 }

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, ensure};
 use qemu_tests::head::{HTTP_PORT, Head, Site};
 use qemu_tests::initrd::TEST_INIT_MARKER;
 use qemu_tests::netns::{HEAD_IP, Netns};
-use qemu_tests::tiny::two_stage_site;
+use qemu_tests::tiny::{two_stage_site, two_stage_vm};
 use qemu_tests::{Arch, Kernel, Vm, qemu_opted_out};
 
 /// Kernel + stage 1 + DHCP + TLS + streaming under TCG.
@@ -66,21 +66,8 @@ fn spawn_node(
     extra: &str,
 ) -> Result<Vm> {
     let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qemu-{test}.log"));
-    let vm = Vm::builder()
-        .netns(ns.name())
-        .kernel_for(kernel)
-        .initrd(stage1)
-        .memory_mib(512)
-        .append(format!(
-            "console=ttyS0 panic=-1 wwid={MAC} wwinit.crash=poweroff wwinit.crash_delay=1 {extra}"
-        ))
+    let vm = two_stage_vm(ns, tap, MAC, kernel, stage1, extra)
         .console_log(&log)
-        .args([
-            "-netdev",
-            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,mac={MAC}"),
-        ])
         .spawn()?;
     eprintln!("{test}: {}", vm.command_line());
     Ok(vm)

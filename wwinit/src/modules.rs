@@ -346,12 +346,10 @@ impl Loader {
             }
         }
         self.devices = device_modaliases();
-        for _ in 0..MAX_PASSES {
-            let new = self.pass(log);
-            loaded += new;
-            if new == 0 || !self.devices_changed() {
-                break;
-            }
+        let first = self.pass(log);
+        loaded += first;
+        if first > 0 {
+            loaded += self.rescan(log);
         }
         Ok(loaded)
     }

@@ -22,6 +22,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
+
+use super::deps::find;
 use wwtemplate::Value;
 
 /// The kinds of values the checker tells apart.
@@ -66,6 +68,12 @@ impl Reach {
             Some(names) => self.names.extend(names),
             None => self.opaque = true,
         }
+    }
+
+    /// Adds what another template reaches.
+    pub fn merge(&mut self, other: &Reach) {
+        self.names.extend(other.names.iter().cloned());
+        self.opaque |= other.opaque;
     }
 
     /// A digest of the reach itself (part of every projection's key).
@@ -297,16 +305,6 @@ fn fields_at(b: &[u8], mut i: usize) -> (Vec<String>, usize) {
     (fields, i)
 }
 
-fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    if from >= b.len() {
-        return None;
-    }
-    b[from..]
-        .windows(pat.len())
-        .position(|w| w == pat)
-        .map(|p| from + p)
-}
-
 /// One open control structure.
 struct Block {
     /// `range`/`with` rebind the dot in the body; `if` does not.
@@ -376,9 +374,7 @@ impl Checker {
         let rest = &toks[1..];
         match word.as_str() {
             "range" => {
-                let outer = self.dot();
-                self.scopes.push(HashMap::new());
-                self.blocks.push(Block { outer_dot: outer });
+                self.open_block();
                 let (vars, pipe) = split_decl(rest);
                 let ty = self.pipeline(pipe, false)?;
                 let (key, elem) = match ty {
@@ -401,37 +397,15 @@ impl Checker {
                 Some(())
             }
             "with" | "if" => {
-                let outer = self.dot();
-                self.scopes.push(HashMap::new());
-                self.blocks.push(Block { outer_dot: outer });
-                let (vars, pipe) = split_decl(rest);
-                let ty = self.pipeline(pipe, false)?;
-                match vars.as_slice() {
-                    [] => {}
-                    [v] => self.declare(v, ty),
-                    _ => return None,
-                }
-                if word == "with" {
-                    self.set_dot(ty);
-                }
-                Some(())
+                self.open_block();
+                self.condition(word, rest)
             }
             "else" => {
                 let outer = self.blocks.last()?.outer_dot;
                 self.set_dot(outer);
                 match rest.first() {
                     Some(Tok::Ident(w)) if w == "if" || w == "with" => {
-                        let (vars, pipe) = split_decl(&rest[1..]);
-                        let ty = self.pipeline(pipe, false)?;
-                        match vars.as_slice() {
-                            [] => {}
-                            [v] => self.declare(v, ty),
-                            _ => return None,
-                        }
-                        if w == "with" {
-                            self.set_dot(ty);
-                        }
-                        Some(())
+                        self.condition(w, &rest[1..])
                     }
                     None => Some(()),
                     Some(_) => None,
@@ -446,6 +420,30 @@ impl Checker {
             "template" | "block" | "define" => None,
             _ => self.statement(toks),
         }
+    }
+
+    /// Opens a `range`/`with`/`if` block: a scope, and the dot its `else`
+    /// goes back to.
+    fn open_block(&mut self) {
+        let outer = self.dot();
+        self.scopes.push(HashMap::new());
+        self.blocks.push(Block { outer_dot: outer });
+    }
+
+    /// The pipeline of `if`/`with` (also after `else`): its variable, and
+    /// for `with` the dot of the body.
+    fn condition(&mut self, word: &str, toks: &[Tok]) -> Option<()> {
+        let (vars, pipe) = split_decl(toks);
+        let ty = self.pipeline(pipe, false)?;
+        match vars.as_slice() {
+            [] => {}
+            [v] => self.declare(v, ty),
+            _ => return None,
+        }
+        if word == "with" {
+            self.set_dot(ty);
+        }
+        Some(())
     }
 
     /// A plain action: a declaration, an assignment or a printed pipeline.

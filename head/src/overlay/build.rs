@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -46,7 +46,7 @@ use wwtemplate::RenderEnv;
 
 use super::allnodes::Reach;
 use super::data::{NodeData, Site};
-use super::nodeset::NodeSet;
+use super::nodeset::{NodeSet, list_id};
 use super::render::{FileKind, Prepared, RenderedFile, merge_into};
 use super::store::OverlayStore;
 use crate::config::Config;
@@ -610,7 +610,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     for node in &nodes.summaries {
         for kind in ImageKind::ALL {
             let list = node.overlays(kind);
-            if seen_lists.insert(Arc::as_ptr(list).cast::<u8>() as usize) {
+            if seen_lists.insert(list_id(list)) {
                 names.extend(list.iter().cloned());
             }
         }
@@ -632,8 +632,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     for (_, prep) in &loaded {
         for t in prep.iter().flat_map(|p| &p.templates) {
             if let Some(r) = &t.all_nodes {
-                reach.names.extend(r.names.iter().cloned());
-                reach.opaque |= r.opaque;
+                reach.merge(r);
             }
         }
     }
@@ -686,12 +685,11 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     let exts: Vec<&str> = compressions.iter().map(|c| c.extension()).collect();
     // Per overlay list: the digest of its overlays (and of the node list
     // when one of its templates reads `AllNodes`), computed once.
-    let list_key = |l: &Arc<[String]>| Arc::as_ptr(l).cast::<u8>() as usize;
     let mut list_digests: HashMap<usize, [u8; 32]> = HashMap::new();
     for &i in &targets {
         for kind in ImageKind::ALL {
             let list = nodes.summaries[i].overlays(kind);
-            list_digests.entry(list_key(list)).or_insert_with(|| {
+            list_digests.entry(list_id(list)).or_insert_with(|| {
                 let mut h = Sha256::new();
                 let mut uses_all = false;
                 for name in list.iter() {
@@ -742,7 +740,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             let mut h = prefix.clone();
             h.update(kind.stem());
             h.update(node.hash);
-            h.update(list_digests[&list_key(node.overlays(kind))]);
+            h.update(list_digests[&list_id(node.overlays(kind))]);
             let input = Hash32(h.finalize().into());
             let same = !opts.force
                 && rec.and_then(|r| r.get(kind)).is_some_and(|r| {
@@ -1134,7 +1132,7 @@ fn shared_member(
             Hash32(h.finalize().into())
         };
         let path = run.shared_dir.join(key.to_string());
-        if let Some(member) = read_shared(&path, &key.to_string(), run.compressions.len()) {
+        if let Some(member) = read_shared(&path, key, run.compressions.len()) {
             return member;
         }
         let member = build_shared(run, ovs, key);
@@ -1227,8 +1225,13 @@ fn write_shared(path: &Path, m: &SharedMember) -> Result<()> {
     let dir = path.parent().expect("shared member path has a parent");
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".{}.tmp", m.key));
-    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(BLOB_MODE))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(BLOB_MODE)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(&serde_json::to_vec(&header)?)?;
     f.write_all(b"\n")?;
     for b in &m.members {
@@ -1239,11 +1242,12 @@ fn write_shared(path: &Path, m: &SharedMember) -> Result<()> {
 }
 
 /// A kept shared member, if it is intact.
-fn read_shared(path: &Path, key: &str, count: usize) -> Option<SharedMember> {
+fn read_shared(path: &Path, key: Hash32, count: usize) -> Option<SharedMember> {
     let data = fs::read(path).ok()?;
     let nl = data.iter().position(|&b| b == b'\n')?;
     let header: SharedHeader = serde_json::from_slice(&data[..nl]).ok()?;
-    if header.key != key || header.sizes.len() != count || header.digests.len() != count {
+    if header.key != key.to_string() || header.sizes.len() != count || header.digests.len() != count
+    {
         return None;
     }
     let mut at = nl + 1;
@@ -1261,7 +1265,6 @@ fn read_shared(path: &Path, key: &str, count: usize) -> Option<SharedMember> {
         hashed.push(h);
         at = end;
     }
-    let key: Hash32 = key.parse().ok()?;
     (at == data.len()).then(|| SharedMember {
         key,
         paths: header.paths.into_iter().collect(),

@@ -117,7 +117,8 @@ pub fn scan(src: &str) -> Refs {
     refs
 }
 
-fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
+/// Position of `pat` in `b` at or after `from`.
+pub(super) fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
     if from >= b.len() {
         return None;
     }

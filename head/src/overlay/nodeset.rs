@@ -39,6 +39,13 @@ const MAGIC: &str = "ironwulf-nodes-cache-2\n";
 /// (cheaper than one parser per entry).
 const PER_ENTRY_MAX_SHARE: usize = 8;
 
+/// The identity of a shared overlay list (lists decoded from the cache are
+/// shared between nodes, so this tells most equal lists apart without
+/// comparing names).
+pub fn list_id(l: &Arc<[String]>) -> usize {
+    Arc::as_ptr(l).cast::<u8>() as usize
+}
+
 /// What a build needs of one node without its data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
@@ -94,12 +101,6 @@ pub struct NodeSet {
     pub entries_parsed: usize,
     /// Something was computed that the cache file does not hold yet.
     dirty: bool,
-}
-
-/// One cached node.
-struct Cached {
-    entry: [u8; 32],
-    summary: Summary,
 }
 
 impl NodeSet {
@@ -164,7 +165,7 @@ impl NodeSet {
         for (i, ((id, _), d)) in entries.nodes.iter().zip(&digests).enumerate() {
             let at = if cached
                 .get(i)
-                .is_some_and(|c| c.as_ref().is_some_and(|c| c.summary.id == *id))
+                .is_some_and(|c| c.as_ref().is_some_and(|c| c.id == *id))
             {
                 Some(i)
             } else {
@@ -173,14 +174,14 @@ impl NodeSet {
                         cached
                             .iter()
                             .enumerate()
-                            .filter_map(|(k, c)| Some((c.as_ref()?.summary.id.clone(), k)))
+                            .filter_map(|(k, c)| Some((c.as_ref()?.id.clone(), k)))
                             .collect()
                     })
                     .get(*id)
                     .copied()
             };
             match at.and_then(|k| cached[k].take()) {
-                Some(c) if c.entry == *d => summaries[i] = Some(c.summary),
+                Some(c) if c.entry == Some(*d) => summaries[i] = Some(c),
                 _ => missing.push(i),
             }
         }
@@ -405,7 +406,7 @@ fn list_index<'a>(
     by_ptr: &mut HashMap<usize, u32>,
     order: &mut Vec<&'a [String]>,
 ) -> Option<u32> {
-    let ptr = Arc::as_ptr(l).cast::<u8>() as usize;
+    let ptr = list_id(l);
     if let Some(&k) = by_ptr.get(&ptr) {
         return Some(k);
     }
@@ -464,14 +465,14 @@ fn single_piece(entries: &split::Entries<'_>, rest: &NodesConf) -> Option<NodesC
 }
 
 /// The cached nodes, if the file is intact and made for `rest_key`.
-fn read_cache(path: &Path, rest_key: &[u8; 32]) -> Vec<Option<Cached>> {
+fn read_cache(path: &Path, rest_key: &[u8; 32]) -> Vec<Option<Summary>> {
     fs::read(path)
         .ok()
         .and_then(|data| decode_cache(&data, rest_key))
         .unwrap_or_default()
 }
 
-fn decode_cache(data: &[u8], rest_key: &[u8; 32]) -> Option<Vec<Option<Cached>>> {
+fn decode_cache(data: &[u8], rest_key: &[u8; 32]) -> Option<Vec<Option<Summary>>> {
     let body = data.get(..data.len().checked_sub(32)?)?;
     if Sha256::digest(body)[..] != data[body.len()..] {
         return None;
@@ -502,16 +503,13 @@ fn decode_cache(data: &[u8], rest_key: &[u8; 32]) -> Option<Vec<Option<Cached>>>
             [1] => Some((c.hash()?, c.hash()?)),
             _ => return None,
         };
-        out.push(Some(Cached {
-            entry,
-            summary: Summary {
-                id,
-                hash,
-                system,
-                runtime,
-                entry: Some(entry),
-                proj,
-            },
+        out.push(Some(Summary {
+            id,
+            hash,
+            system,
+            runtime,
+            entry: Some(entry),
+            proj,
         }));
     }
     (c.at == body.len()).then_some(out)
