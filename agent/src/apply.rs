@@ -22,11 +22,12 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use crate::archive::{Content, Entry, Staged};
 use crate::log;
-use crate::record::{self, Pending, Recorded};
+use crate::record::{self, Pending, Record, Recorded};
 
 /// What one apply did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +156,8 @@ fn key(rel: &Path) -> String {
 }
 
 /// Applies `staged` under `root`; `old` is the record of the previous apply.
+/// `pending.json` is left in place: the caller saves the returned entries
+/// with [`Record::commit`], which removes it.
 ///
 /// Deletions come first, so that a directory the agent created can give way
 /// to a file or symlink of the same name; then the overlay's entries,
@@ -205,23 +208,24 @@ pub fn apply(
     for dir in &ap.touched {
         record::sync_dir(dir);
     }
-    pending.temps.clear();
-    pending.finish(state_dir);
     Ok(Applied {
         entries: ap.new,
         stats: ap.stats,
     })
 }
 
-/// After a crash during an apply: removes its temporaries and updates
-/// `entries` to what it managed to do (paths that became what it intended
-/// are ours in that state; planned deletions that happened are forgotten).
-/// Returns whether an apply had been interrupted.
-pub fn recover(root: &Path, state_dir: &Path, entries: &mut BTreeMap<String, Recorded>) -> bool {
+/// After a crash during an apply (or before its record was saved): removes
+/// its temporaries, updates the record to what it managed to do (paths that
+/// became what it intended are ours in that state; planned deletions that
+/// happened are forgotten), forgets the overlay's tags so the next poll
+/// fetches it in full, and commits that record. Returns whether an apply had
+/// been interrupted.
+pub fn recover(root: &Path, state_dir: &Path, record: &mut Record) -> anyhow::Result<bool> {
     let Some(pending) = Pending::load(state_dir) else {
-        return false;
+        return Ok(false);
     };
-    pending.finish(state_dir);
+    pending.remove_temps();
+    let entries = &mut record.entries;
     for rel in &pending.removals {
         if matches!(observe(&root.join(rel)), Ok(OnDisk::Missing)) {
             entries.remove(rel);
@@ -239,7 +243,12 @@ pub fn recover(root: &Path, state_dir: &Path, entries: &mut BTreeMap<String, Rec
             entries.insert(rel, want);
         }
     }
-    true
+    record.etag = None;
+    record.last_modified = None;
+    record
+        .commit(state_dir)
+        .context("saving the record recovered from an interrupted apply")?;
+    Ok(true)
 }
 
 fn is_root() -> bool {
@@ -565,7 +574,14 @@ mod tests {
         assert_eq!(fs::read(r.join("etc/b")).unwrap(), b"b3");
         assert!(!r.join("etc/a").exists());
         assert_eq!(a3.entries.len(), 1);
-        assert!(!state.path().join(record::PENDING_FILE).exists());
+        let pending = state.path().join(record::PENDING_FILE);
+        assert!(pending.exists(), "kept until the record is saved");
+        let mut rec = Record {
+            entries: a3.entries,
+            ..Record::default()
+        };
+        rec.commit(state.path()).unwrap();
+        assert!(!pending.exists());
         let leftovers: Vec<_> = fs::read_dir(r.join("etc"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -622,9 +638,17 @@ mod tests {
         fs::create_dir(r.join("d")).unwrap();
         fs::remove_file(r.join("gone")).unwrap();
 
-        let mut entries = a1.entries.clone();
-        assert!(recover(r, state.path(), &mut entries));
+        let mut rec = Record {
+            entries: a1.entries.clone(),
+            etag: Some("v1".into()),
+            ..Record::default()
+        };
+        rec.save(state.path()).unwrap();
+        assert!(recover(r, state.path(), &mut rec).unwrap());
         assert!(!r.join(".wwclient~a").exists());
+        assert_eq!(rec.etag, None, "fetched in full next time");
+        let entries = &Record::load(state.path()).entries;
+        assert_eq!(entries, &rec.entries, "the recovered record is saved");
         assert_eq!(
             entries.get("a"),
             Some(&recorded(&v2.entries[Path::new("a")]))
@@ -633,9 +657,38 @@ mod tests {
         assert!(!entries.contains_key("d/x"), "not written yet");
         assert!(!entries.contains_key("gone"));
         assert!(
-            !recover(r, state.path(), &mut entries),
+            !recover(r, state.path(), &mut rec).unwrap(),
             "nothing pending any more"
         );
+    }
+
+    /// A kill after the last file was renamed but before the record was
+    /// saved: the next run must know those files are the overlay's, not
+    /// local edits, and so put the old overlay back when it returns.
+    #[test]
+    fn kill_between_apply_and_record_keeps_the_written_files_ours() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let v1 = stage(|w| w.add_file("f", 0o644, b"one").unwrap(), state.path());
+        let v2 = stage(|w| w.add_file("f", 0o640, b"two").unwrap(), state.path());
+        let mut rec = Record {
+            entries: apply(r, &v1, &BTreeMap::new(), state.path())
+                .unwrap()
+                .entries,
+            ..Record::default()
+        };
+        rec.commit(state.path()).unwrap();
+        // v2 applied in full, then the process died before its commit.
+        apply(r, &v2, &rec.entries, state.path()).unwrap();
+        assert!(state.path().join(record::PENDING_FILE).exists());
+
+        let mut rec = Record::load(state.path());
+        assert!(recover(r, state.path(), &mut rec).unwrap());
+        let back = apply(r, &v1, &rec.entries, state.path()).unwrap();
+        assert_eq!(back.stats.kept_local, 0);
+        assert_eq!(fs::read(r.join("f")).unwrap(), b"one");
+        assert_eq!(fs::metadata(r.join("f")).unwrap().mode() & 0o777, 0o644);
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! the agent did not write are never removed. Written atomically (temp file,
 //! fsync, rename, fsync of the directory).
 //!
-//! `pending.json` ([`Pending`]) exists only while an apply runs; after a
-//! crash the next run removes what the killed one left behind and learns
-//! which of its writes and deletions happened.
+//! `pending.json` ([`Pending`]) exists from just before an apply touches
+//! the root until the record of that apply is saved ([`Record::commit`]);
+//! after a crash anywhere in between, the next run removes what the killed
+//! one left behind and learns which of its writes and deletions happened.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -100,6 +101,15 @@ impl Record {
         let json = serde_json::to_vec_pretty(self).context("encoding the record")?;
         write_atomic(&state_dir.join(RECORD_FILE), &json)
     }
+
+    /// Saves the record, then removes `pending.json`: in this order, a kill
+    /// at any point leaves either the pending list (and the next run
+    /// recovers from it) or a record that already names what was written.
+    pub fn commit(&mut self, state_dir: &Path) -> anyhow::Result<()> {
+        self.save(state_dir)?;
+        Pending::clear(state_dir);
+        Ok(())
+    }
 }
 
 /// What an apply is about to do, written before it touches the root: the
@@ -132,8 +142,8 @@ impl Pending {
         }))
     }
 
-    /// Removes the temporaries, then the list itself.
-    pub fn finish(&self, state_dir: &Path) {
+    /// Removes the temporaries an interrupted apply may have left.
+    pub fn remove_temps(&self) {
         let mut removed = 0;
         for t in &self.temps {
             if fs::remove_file(t).is_ok() {
@@ -143,6 +153,10 @@ impl Pending {
         if removed > 0 {
             log::info!("removed {removed} temporary files of an interrupted apply");
         }
+    }
+
+    /// Removes the pending list (only once the record is saved).
+    fn clear(state_dir: &Path) {
         let path = state_dir.join(PENDING_FILE);
         if let Err(e) = fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
@@ -231,8 +245,10 @@ mod tests {
             ..Pending::default()
         };
         p.save(dir.path()).unwrap();
-        Pending::load(dir.path()).unwrap().finish(dir.path());
+        Pending::load(dir.path()).unwrap().remove_temps();
         assert!(!t.exists());
+        assert!(Pending::load(dir.path()).is_some(), "kept until commit");
+        Record::default().commit(dir.path()).unwrap();
         assert!(Pending::load(dir.path()).is_none());
     }
 }

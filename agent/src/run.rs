@@ -67,12 +67,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let mut record = Record::load(&settings.state_dir);
-    if apply::recover(&settings.root, &settings.state_dir, &mut record.entries) {
+    if apply::recover(&settings.root, &settings.state_dir, &mut record)? {
         // Killed during an apply: the root may hold parts of a newer overlay
-        // than the record says, so fetch the overlay in full once.
+        // than the record said, so the overlay is fetched in full once.
         log::warn!("the last apply was interrupted; re-applying the runtime overlay");
-        record.etag = None;
-        record.last_modified = None;
     }
     let mut client = Client::new(
         &settings.host,
@@ -302,10 +300,7 @@ impl Agent {
                 let etag = resp.header("etag").map(parse_etag);
                 let last_modified = resp.header("last-modified").map(str::to_owned);
                 let state_dir = self.settings.state_dir.clone();
-                if apply::recover(&self.settings.root, &state_dir, &mut self.record.entries) {
-                    self.record.etag = None;
-                    self.record.last_modified = None;
-                }
+                apply::recover(&self.settings.root, &state_dir, &mut self.record)?;
                 let staged = archive::stage(resp.body(), &state_dir)
                     .with_context(|| format!("reading the runtime overlay from GET {path}"))?;
                 let (_, received) = resp.traffic();
@@ -325,7 +320,7 @@ impl Agent {
                     (None, None)
                 };
                 self.record
-                    .save(&state_dir)
+                    .commit(&state_dir)
                     .context("saving the record of applied files")?;
                 let summary = format!(
                     "{} written, {} removed, {} local changes kept, {} unchanged, {} failed",

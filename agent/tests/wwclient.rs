@@ -321,9 +321,11 @@ fn kill_9_during_apply_leaves_each_file_old_or_new() {
     head.serve(old_gz.clone());
     assert!(node.once(&head.url(), &[]).status.success());
     old.assert_applied(&node.root);
-    // `pending.json` exists exactly while an apply runs: measure that window
-    // once, then aim every kill inside it (a delay counted from the start of
-    // the process mostly lands in the download instead).
+    // `pending.json` exists from the start of an apply until its record is
+    // saved: measure that window once, then aim every kill inside it (a
+    // delay counted from the start of the process mostly lands in the
+    // download instead). Kills after the last rename and before the record
+    // is saved must leave files the next run still treats as its own.
     let pending = node.state.join("pending.json");
     let spawn = || {
         node.command(&head.url())
