@@ -215,9 +215,13 @@ ww initramfs build --root "$ktree" -k "$kver" -m virtio --wwinit "$wwinit" --com
 cp "$tmp/provision/initramfs/$kver.img" "$tmp/stage1.img"
 
 single="$tmp/single.img"
-cat "$tmp/provision/images/bench.img.gz" \
-  "$tmp/provision/overlays/n1/__SYSTEM__.img.gz" \
-  "$tmp/provision/overlays/n1/__RUNTIME__.img.gz" >"$single"
+# Overlay images as served (a large shared part is stored once, see
+# docs/overlays.md), so through `wwctl overlay image`.
+{
+  cat "$tmp/provision/images/bench.img.gz"
+  ww overlay image n1
+  ww overlay image n1 --runtime
+} >"$single"
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 echo "wwinit static x86_64: $(stat -c %s "$wwinit") bytes ($(mib "$(stat -c %s "$wwinit")") MiB; target <= 2.5 MiB)"

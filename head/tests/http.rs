@@ -65,6 +65,12 @@ impl Server {
             noise.extend_from_slice(&x.to_le_bytes());
         }
         fs::write(rootfs.join("noise"), &noise).unwrap();
+        // A site overlay with a large shared file and a node template: its
+        // images are stored as the shared blob plus each node's own member.
+        let big = r.join("overlays/big/rootfs");
+        fs::create_dir_all(big.join("etc")).unwrap();
+        fs::write(big.join("shared.bin"), &noise[..256 << 10]).unwrap();
+        fs::write(big.join("etc/hostname.ww"), "{{ .Id }}\n").unwrap();
         let conf = r.join("warewulf.conf");
         fs::write(
             &conf,
@@ -79,15 +85,17 @@ impl Server {
         .unwrap();
         fs::write(
             r.join("etc/warewulf/nodes.conf"),
-            format!("nodeprofiles: {{}}\nnodes:\n  n1:\n    image name: img\n    network devices:\n      default:\n        hwaddr: {MAC}\n"),
+            format!("nodeprofiles: {{}}\nnodes:\n  n1:\n    image name: img\n    system overlay: [big]\n    runtime overlay: [big]\n    network devices:\n      default:\n        hwaddr: {MAC}\n"),
         )
         .unwrap();
-        let out = wwctl(&conf, &["image", "build", "img"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for args in [&["image", "build", "img"][..], &["overlay", "build"]] {
+            let out = wwctl(&conf, args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let child = wwctl(&conf, &["server"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,6 +115,18 @@ impl Server {
 
     fn image(&self) -> Vec<u8> {
         fs::read(self.path("provision/images/img.img.gz")).unwrap()
+    }
+
+    /// n1's system image as `wwctl overlay image` assembles it.
+    fn system_overlay(&self) -> Vec<u8> {
+        let conf = self.path("warewulf.conf");
+        let out = wwctl(&conf, &["overlay", "image", "n1"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -247,6 +267,36 @@ fn serves_artifacts_over_keep_alive_with_ranges_and_stops_on_sigterm() {
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "the server closed after Connection: close");
+
+    // A composite overlay image: the shared blob, then the node's bytes,
+    // both by sendfile; a range across the seam.
+    let system = server.system_overlay();
+    let blob = fs::canonicalize(server.path("provision/overlays/n1/__SYSTEM__.img.gz")).unwrap();
+    assert!(
+        fs::metadata(&blob).unwrap().len() < 64 << 10,
+        "stored without the shared part"
+    );
+    let marker = head::overlay::composite::MARKER_MAX;
+    let shared_len = system.len() - (fs::metadata(&blob).unwrap().len() as usize - marker);
+    let mut c = server.connect();
+    send(&mut c, &format!("GET /system/{MAC} HTTP/1.1\r\n\r\n"));
+    let r = read_resp(&mut c, false);
+    assert_eq!(r.status, 200);
+    assert!(r.body == system, "composite download differs");
+    let etag = r.header("etag").unwrap().trim_matches('"');
+    let name: [u8; 32] = hex::decode(etag).unwrap().try_into().unwrap();
+    assert_eq!(
+        head::overlay::composite::blob_name(&name),
+        blob.file_name().unwrap().to_string_lossy()
+    );
+    let (a, b) = (shared_len - 10, shared_len + 9);
+    send(
+        &mut c,
+        &format!("GET /system/{MAC} HTTP/1.1\r\nRange: bytes={a}-{b}\r\n\r\n"),
+    );
+    let r = read_resp(&mut c, false);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &system[a..=b]);
 
     // Garbage gets a 400 and a closed connection.
     let mut c = server.connect();

@@ -176,7 +176,7 @@ impl Site {
     }
 
     fn blobs(&self) -> BTreeMap<String, i128> {
-        fs::read_dir(self.root().join("provision/blobs/sha256"))
+        fs::read_dir(self.root().join("provision/blobs"))
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
@@ -193,11 +193,26 @@ impl Site {
         fs::write(self.root().join("etc/warewulf/nodes.conf"), text).unwrap();
     }
 
+    /// A node's image as the node receives it (`wwctl overlay image`).
+    fn image_bytes(&self, node: &str, stem: &str) -> Vec<u8> {
+        let mut args = vec!["overlay", "image", node];
+        if stem == "__RUNTIME__" {
+            args.push("--runtime");
+        }
+        let out = self.wwctl(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// Every entry of a node's image (all concatenated members, last wins).
     fn image(&self, node: &str, stem: &str) -> BTreeMap<String, Entry> {
-        let file = fs::File::open(self.pointer(node, stem)).unwrap();
+        let bytes = self.image_bytes(node, stem);
         let mut raw = Vec::new();
-        flate2::read::MultiGzDecoder::new(file)
+        flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_end(&mut raw)
             .unwrap();
         let mut r = Reader::new(&raw[..]);
@@ -699,4 +714,152 @@ fn node_cache_is_checked_and_never_trusted_blindly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nodes.conf") && err.contains("line"), "{err}");
+}
+
+/// Incompressible bytes, so a file of them keeps its size in the image.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// The blob file name of `data`.
+fn blob_name(data: &[u8]) -> String {
+    use sha2::Digest;
+    head::overlay::composite::blob_name(&sha2::Sha256::digest(data).into())
+}
+
+#[test]
+fn large_shared_member_is_stored_once_and_served_joined() {
+    let s = Site::new();
+    let big = noise(200 * 1024, 7);
+    let p = s.root().join("dist/base/rootfs/usr/bin/tool");
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, &big).unwrap();
+    s.ok(&["overlay", "build", "--compress", "gz,zst"]);
+    let blobs = s.root().join("provision/blobs");
+
+    for (ext, zstd) in [("gz", false), ("zst", true)] {
+        let ptr = |n: &str| {
+            s.root()
+                .join("provision/overlays")
+                .join(n)
+                .join(format!("__SYSTEM__.img.{ext}"))
+        };
+        let (b1, b2) = (
+            ptr("n1").canonicalize().unwrap(),
+            ptr("n2").canonicalize().unwrap(),
+        );
+        // Each node's blob is small: the 200 KiB file is not in it ...
+        for b in [&b1, &b2] {
+            let len = fs::metadata(b).unwrap().len();
+            assert!(len < 16 * 1024, "{ext}: {} is {len} bytes", b.display());
+        }
+        // ... but in the image the node receives, whose digest names the blob.
+        let mut args = vec!["overlay", "image", "n1"];
+        args.extend(["--compress", ext]);
+        let out = s.wwctl(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let image = out.stdout;
+        assert_eq!(
+            blob_name(&image),
+            b1.file_name().unwrap().to_string_lossy(),
+            "{ext}"
+        );
+        let raw = if zstd {
+            zstd::decode_all(&image[..]).unwrap()
+        } else {
+            let mut raw = Vec::new();
+            flate2::read::MultiGzDecoder::new(&image[..])
+                .read_to_end(&mut raw)
+                .unwrap();
+            raw
+        };
+        let mut r = Reader::new(&raw[..]);
+        let mut files = BTreeMap::new();
+        loop {
+            while let Some(h) = r.next_entry().unwrap() {
+                let data = r.data_to_vec(1 << 20).unwrap();
+                files.insert(String::from_utf8(h.name.clone()).unwrap(), data);
+            }
+            if !r.next_archive().unwrap() {
+                break;
+            }
+        }
+        assert_eq!(files["usr/bin/tool"], big, "{ext}");
+        assert_eq!(files["etc/hostname"], b"n1\n", "{ext}");
+    }
+    // One copy of the shared part per compression, whatever the node count.
+    let sizes: Vec<u64> = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes.iter().filter(|&&l| l > 150 * 1024).count(),
+        2,
+        "{sizes:?}"
+    );
+
+    // A new shared file: new shared and system blobs, the old ones are
+    // removed; the runtime images (other overlays) stay as they were.
+    let before: Vec<String> = s.blobs().into_keys().collect();
+    fs::write(&p, noise(200 * 1024, 8)).unwrap();
+    s.ok(&["overlay", "build", "--compress", "gz,zst"]);
+    let after: Vec<String> = s.blobs().into_keys().collect();
+    let kept: Vec<&String> = before.iter().filter(|b| after.contains(b)).collect();
+    assert_eq!(kept.len(), 2, "runtime gz and zst only: {kept:?}");
+    assert_eq!(after.len(), before.len());
+    assert_eq!(from_scratch_with(&s, &["--compress", "gz,zst"]), after);
+}
+
+/// Blob names after a build from nothing with `args`.
+fn from_scratch_with(s: &Site, args: &[&str]) -> Vec<String> {
+    fs::remove_dir_all(s.root().join("provision")).unwrap();
+    let mut all = vec!["overlay", "build"];
+    all.extend(args);
+    s.ok(&all);
+    s.blobs().into_keys().collect()
+}
+
+#[test]
+fn a_build_without_a_usable_index_sweeps_blobs_it_does_not_use() {
+    let s = Site::new();
+    s.ok(&["overlay", "build"]);
+    let blobs = s.root().join("provision/blobs");
+    let used = s.blobs();
+    let stale = blobs.join(blob_name(b"an image of an older format"));
+    let legacy = blobs.join("sha256");
+    fs::create_dir_all(&legacy).unwrap();
+    fs::write(legacy.join("ab".repeat(32)), b"hex-named blob").unwrap();
+    fs::write(&stale, b"an image of an older format").unwrap();
+    fs::write(blobs.join(".blob.Xy12"), b"temporary of a killed build").unwrap();
+    fs::write(blobs.join("README"), b"not ours to judge").unwrap();
+
+    // With the index readable, unknown files are left alone.
+    s.ok(&["overlay", "build"]);
+    assert!(stale.exists() && legacy.exists());
+
+    fs::write(s.root().join("provision/overlays/.index"), b"damaged").unwrap();
+    s.ok(&["overlay", "build"]);
+    assert!(!stale.exists());
+    assert!(!legacy.exists(), "hex-named blobs of the older layout");
+    assert!(!blobs.join(".blob.Xy12").exists());
+    assert!(blobs.join("README").exists());
+    let mut after = s.blobs();
+    after.remove("README");
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        used.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(text(&s.image("n1", "__SYSTEM__")["etc/hostname"]), "n1\n");
 }

@@ -126,6 +126,26 @@ impl Site {
             fs::write(d.join("__SYSTEM__.img.gz"), system_overlay(n)).unwrap();
             fs::write(d.join("__RUNTIME__.img.gz"), format!("RUNTIME-{n}")).unwrap();
         }
+        // n1's system overlay stored the way a large shared member is: a
+        // shared blob, and a blob with a marker naming it plus the rest
+        // (`overlay::composite`), so HTTP and HTTPS send it in two parts.
+        let sys = system_overlay("n1");
+        let (shared, own) = sys.split_at(10);
+        let name = |b: &[u8]| {
+            use sha2::Digest;
+            head::overlay::composite::blob_name(&sha2::Sha256::digest(b).into())
+        };
+        let blobs = dir.path().join("provision/blobs");
+        fs::create_dir_all(&blobs).unwrap();
+        fs::write(blobs.join(name(shared)), shared).unwrap();
+        let mut blob =
+            head::overlay::composite::marker(initramfs::compress::Compression::Gzip, &name(shared))
+                .unwrap();
+        blob.extend_from_slice(own);
+        fs::write(blobs.join(name(&sys)), blob).unwrap();
+        let ptr = dir.path().join("provision/overlays/n1/__SYSTEM__.img.gz");
+        fs::remove_file(&ptr).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{}", name(&sys)), &ptr).unwrap();
         Site {
             dir,
             port,

@@ -52,6 +52,20 @@ enum OverlayCommand {
     Chown(ChownArgs),
     /// Build the system and runtime images of nodes.
     Build(BuildArgs),
+    /// Write a node's built image, as the node receives it, to standard output.
+    Image(ImageArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImageArgs {
+    #[arg(value_name = "NODE")]
+    node: String,
+    /// The runtime image (default: the system image).
+    #[arg(long)]
+    runtime: bool,
+    /// Compression of the image: gz or zst.
+    #[arg(long, default_value = "gz", value_parser = parse_compression)]
+    compress: Compression,
 }
 
 #[derive(Debug, Args)]
@@ -219,7 +233,37 @@ pub fn run(ctx: &Ctx, args: OverlayArgs) -> Result<()> {
         }
         OverlayCommand::Chown(a) => chown(&store, &a),
         OverlayCommand::Build(a) => build_cmd(ctx, a),
+        OverlayCommand::Image(a) => image(ctx, &a),
     }
+}
+
+/// The stored image can be a marker plus the node's own member (see
+/// `overlay::composite`): this prints what the head serves for it.
+fn image(ctx: &Ctx, args: &ImageArgs) -> Result<()> {
+    use std::io::Write;
+    let kind = if args.runtime {
+        build::ImageKind::Runtime
+    } else {
+        build::ImageKind::System
+    };
+    let layout = build::Layout::new(&ctx.config);
+    let ptr = layout.pointer(&args.node, kind, args.compress);
+    if !ptr.exists() {
+        bail!(
+            "{} does not exist: node {} has no built {} image with {} compression (`wwctl overlay build {}`)",
+            ptr.display(),
+            args.node,
+            if args.runtime { "runtime" } else { "system" },
+            args.compress.extension(),
+            args.node
+        );
+    }
+    let bytes = crate::overlay::composite::read_image(&ptr)
+        .with_context(|| format!("reading {}", ptr.display()))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)
+        .and_then(|()| out.flush())
+        .context("writing to standard output")
 }
 
 #[derive(Serialize)]

@@ -16,10 +16,14 @@
 //!    *shared* member (static files and shared renders of that overlay
 //!    list, compressed and hashed once per run) and the node's own member;
 //!    the digest continues the shared member's SHA-256 state. The bytes go
-//!    to `blobs/sha256/<digest>` unless that blob exists;
+//!    to `blobs/<name>` (`composite::blob_name` of its digest) unless that
+//!    blob exists; a shared member of
+//!    [`composite::MIN_SHARED`] or more is stored once as a blob of its own
+//!    and each image's blob holds a marker naming it plus the node's member
+//!    (served as the two joined, see `composite`);
 //! 5. makes the new blobs durable (fsync each when few, else one `syncfs`),
 //!    then swaps the per-node pointers (`overlays/<node>/__SYSTEM__.img.gz`
-//!    → `../../blobs/sha256/<digest>`, a symlink renamed into place), writes
+//!    → `../../blobs/<name>`, a symlink renamed into place), writes
 //!    the index (`overlays/.index`, postcard: per node and image the input hash,
 //!    blob digests and files read with their stamps; per shared template
 //!    its input and output hashes) and deletes blobs no node refers to.
@@ -45,6 +49,7 @@ use sha2::{Digest, Sha256};
 use wwtemplate::RenderEnv;
 
 use super::allnodes::Reach;
+use super::composite;
 use super::data::{NodeData, Site};
 use super::nodeset::{NodeSet, list_id};
 use super::render::{FileKind, Prepared, RenderedFile, merge_into};
@@ -77,7 +82,7 @@ pub const DEFAULT_SYSTEM: &[&str] = &[
 pub const DEFAULT_RUNTIME: &[&str] = &["hosts", "ssh.authorized_keys"];
 
 /// Bumped whenever the image format or the hash inputs change.
-const FORMAT: &str = "ironwulf-overlay-4";
+const FORMAT: &str = "ironwulf-overlay-5";
 
 /// Mode of blobs: they hold secrets (keys, passwords).
 const BLOB_MODE: u32 = 0o600;
@@ -137,9 +142,14 @@ impl Layout {
         }
     }
 
-    /// `blobs/sha256`.
+    /// `blobs`: images and shared parts, named by `composite::blob_name`.
     pub fn blobs(&self) -> PathBuf {
-        self.root.join("blobs").join("sha256")
+        self.root.join(composite::BLOB_DIR)
+    }
+
+    /// `blobs/sha256`, where images were kept with hex names.
+    fn legacy_blobs(&self) -> PathBuf {
+        self.root.join(composite::BLOB_DIR).join("sha256")
     }
 
     /// `overlays/<node>`.
@@ -248,7 +258,7 @@ impl NodeRecord {
         self.system
             .iter()
             .chain(self.runtime.iter())
-            .flat_map(|r| r.blobs.values())
+            .flat_map(|r| r.blobs.values().chain(r.bases.values()))
     }
 }
 
@@ -267,11 +277,22 @@ struct ImageRecord {
     /// Key of the shared member the image starts with (`.shared/<key>`).
     #[serde(default)]
     shared: Option<Hash32>,
+    /// Extension → the blob of the shared member, for images stored as a
+    /// marker plus the node's own member (`composite`).
+    #[serde(default)]
+    bases: BTreeMap<String, Hash32>,
 }
 
 /// A SHA-256 digest, stored as its 32 bytes and shown as lower-case hex.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct Hash32([u8; 32]);
+
+impl Hash32 {
+    /// Its blob's file name.
+    fn name(&self) -> String {
+        composite::blob_name(&self.0)
+    }
+}
 
 impl std::fmt::Display for Hash32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,7 +352,13 @@ impl FileStamp {
 type SharedRender = Result<Vec<RenderedFile>, String>;
 
 /// Stored blob per extension, the files read and the shared member's key.
-type ImageBlobs = (BTreeMap<String, Hash32>, Vec<FileStamp>, Option<Hash32>);
+/// What building one image stored.
+struct ImageBlobs {
+    blobs: BTreeMap<String, Hash32>,
+    bases: BTreeMap<String, Hash32>,
+    files_read: Vec<FileStamp>,
+    shared: Hash32,
+}
 
 /// An overlay prepared for this run, with its shared renders.
 struct OverlayRun {
@@ -355,6 +382,8 @@ struct SharedMember {
     /// SHA-256 state after each member, so a node's image digest only
     /// hashes the node's own bytes.
     hashed: Vec<Sha256>,
+    /// SHA-256 of each member: its blob's name when stored on its own.
+    digests: Vec<Hash32>,
     /// Failures of the shared renders (reported for every node using them).
     errors: Vec<String>,
 }
@@ -663,6 +692,9 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     let mut index = index_reader
         .join()
         .expect("the index reader does not panic");
+    // Without a usable index (first build, another format, damage) the
+    // blobs on disk are unknown: a full build sweeps those it does not use.
+    let sweep = index.nodes.is_empty() && opts.nodes.is_empty();
 
     let shared_before = index.shared.clone();
     let pctx = PrepareCtx {
@@ -830,6 +862,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
     } else if report.blobs_written > 0 {
         crate::fsutil::sync_dir(&layout.blobs())?;
     }
+    tracing::debug!("overlay build: blobs synced in {:?}", t0.elapsed());
 
     let mut old_digests: HashSet<Hash32> = HashSet::new();
     let mut touched_dirs: Vec<PathBuf> = Vec::new();
@@ -845,7 +878,7 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
         let rec = index.nodes.entry(node.id.clone()).or_default();
         for (kind, img) in b.images {
             if let Some(old) = rec.get(kind) {
-                old_digests.extend(old.blobs.values().copied());
+                old_digests.extend(old.blobs.values().chain(old.bases.values()).copied());
                 for ext in old.blobs.keys() {
                     if !img.blobs.contains_key(ext) {
                         let c = Compression::from_name(ext).unwrap_or(Compression::Gzip);
@@ -856,7 +889,8 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             for c in &compressions {
                 let digest = &img.blobs[c.extension()];
                 let ptr = layout.pointer(&node.id, kind, *c);
-                set_pointer(&ptr, &format!("../../blobs/sha256/{digest}"))?;
+                let target = format!("../../{}/{}", composite::BLOB_DIR, digest.name());
+                set_pointer(&ptr, &target)?;
             }
             report.images_built += 1;
             rec.set(kind, img);
@@ -941,9 +975,13 @@ pub fn build(config: &Config, opts: &BuildOptions, bar: &ProgressBar) -> Result<
             }
         }
         for d in old_digests {
-            if fs::remove_file(layout.blobs().join(d.to_string())).is_ok() {
+            if fs::remove_file(layout.blobs().join(d.name())).is_ok() {
                 report.blobs_removed += 1;
             }
+        }
+        if sweep {
+            report.blobs_removed += sweep_blobs(&layout.blobs(), &index);
+            let _ = fs::remove_dir_all(layout.legacy_blobs());
         }
     }
     // The node cache is written after the index it describes nodes for.
@@ -982,13 +1020,51 @@ fn read_index(path: &Path) -> Index {
     }
 }
 
-/// Points `ptr` at `target` with a symlink renamed into place.
-fn set_pointer(ptr: &Path, target: &str) -> Result<()> {
-    if fs::read_link(ptr).is_ok_and(|t| t == Path::new(target)) {
-        return Ok(());
+/// Removes what `blobs` holds beyond the blobs `index` names (those of an
+/// index that could not be read, temporaries of a killed build). Returns
+/// how many blobs went.
+fn sweep_blobs(blobs: &Path, index: &Index) -> usize {
+    let used: HashSet<&Hash32> = index.nodes.values().flat_map(|r| r.digests()).collect();
+    let mut removed = 0;
+    for e in fs::read_dir(blobs).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let drop = match composite::parse_blob_name(&name) {
+            Some(d) => !used.contains(&Hash32(d)),
+            None => name.starts_with(".blob."),
+        };
+        if drop && fs::remove_file(e.path()).is_ok() {
+            removed += usize::from(!name.starts_with('.'));
+        }
     }
+    removed
+}
+
+/// Points `ptr` at `target`: a new pointer is created in place (`symlink(2)`
+/// is atomic), an existing one replaced by a symlink renamed over it.
+fn set_pointer(ptr: &Path, target: &str) -> Result<()> {
+    use std::os::unix::fs::symlink;
     let dir = ptr.parent().expect("pointer has a parent");
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    match fs::read_link(ptr) {
+        Ok(t) if t == Path::new(target) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut made = symlink(target, ptr);
+            if made
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                made = symlink(target, ptr);
+            }
+            match made {
+                Ok(()) => return Ok(()),
+                // Appeared meanwhile: replaced below.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", ptr.display())),
+            }
+        }
+        _ => {}
+    }
     let tmp = dir.join(format!(
         ".{}.tmp",
         ptr.file_name()
@@ -996,8 +1072,7 @@ fn set_pointer(ptr: &Path, target: &str) -> Result<()> {
             .unwrap_or_default()
     ));
     let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+    symlink(target, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
     fs::rename(&tmp, ptr).with_context(|| format!("replacing {}", ptr.display()))
 }
 
@@ -1024,15 +1099,16 @@ fn build_node(run: &Run<'_>, nodes: &NodeSet, job: &Job, now: u64) -> Built {
     };
     for (kind, list, input) in &job.kinds {
         match build_image(run, &data, list) {
-            Ok((blobs, files_read, shared)) => {
+            Ok(stored) => {
                 built.images.push((
                     *kind,
                     ImageRecord {
                         input: *input,
-                        blobs,
-                        files_read,
+                        blobs: stored.blobs,
+                        files_read: stored.files_read,
                         built: now,
-                        shared,
+                        shared: Some(stored.shared),
+                        bases: stored.bases,
                     },
                 ));
             }
@@ -1090,20 +1166,36 @@ fn build_image(run: &Run<'_>, data: &NodeData, list: &[String]) -> Result<ImageB
         Some(write_cpio(tree.values(), &shared.paths).map_err(|e| vec![e])?)
     };
     let mut blobs = BTreeMap::new();
+    let mut bases = BTreeMap::new();
+    let fail = |e: anyhow::Error| vec![format!("{e:#}")];
     for (k, c) in run.compressions.iter().enumerate() {
         let mut own = Vec::new();
         if let Some(cpio) = &cpio {
             compress_into(&mut own, *c, cpio).map_err(|e| vec![e])?;
         }
+        let member = &shared.members[k];
         let mut h = shared.hashed[k].clone();
         h.update(&own);
         let digest = Hash32(h.finalize().into());
-        put_blob(run, &digest.to_string(), &[&shared.members[k], &own])
-            .map_err(|e| vec![format!("{e:#}")])?;
+        let base = shared.digests[k];
+        let marker = (member.len() >= composite::MIN_SHARED && !own.is_empty())
+            .then(|| composite::marker(*c, &base.name()))
+            .flatten();
+        if let Some(marker) = marker {
+            put_blob(run, &base.name(), &[member]).map_err(fail)?;
+            put_blob(run, &digest.name(), &[&marker, &own]).map_err(fail)?;
+            bases.insert(c.extension().to_string(), base);
+        } else {
+            put_blob(run, &digest.name(), &[member, &own]).map_err(fail)?;
+        }
         blobs.insert(c.extension().to_string(), digest);
     }
-    let stamps = read.iter().map(|p| FileStamp::of(p)).collect();
-    Ok((blobs, stamps, Some(shared.key)))
+    Ok(ImageBlobs {
+        blobs,
+        bases,
+        files_read: read.iter().map(|p| FileStamp::of(p)).collect(),
+        shared: shared.key,
+    })
 }
 
 /// The shared member of `list`, built by the first worker that needs it.
@@ -1180,7 +1272,7 @@ fn build_shared(run: &Run<'_>, ovs: &[&OverlayRun], key: Hash32) -> SharedMember
         }
         Err(e) => errors.push(e),
     }
-    let hashed = members
+    let hashed: Vec<Sha256> = members
         .iter()
         .map(|m| {
             let mut h = Sha256::new();
@@ -1192,6 +1284,7 @@ fn build_shared(run: &Run<'_>, ovs: &[&OverlayRun], key: Hash32) -> SharedMember
         key,
         paths,
         members,
+        digests: finals(&hashed),
         hashed,
         errors,
     }
@@ -1216,11 +1309,7 @@ fn write_shared(path: &Path, m: &SharedMember) -> Result<()> {
         key: m.key.to_string(),
         paths,
         sizes: m.members.iter().map(|b| b.len() as u64).collect(),
-        digests: m
-            .hashed
-            .iter()
-            .map(|h| hex::encode(h.clone().finalize()))
-            .collect(),
+        digests: m.digests.iter().map(Hash32::to_string).collect(),
     };
     let dir = path.parent().expect("shared member path has a parent");
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -1269,9 +1358,18 @@ fn read_shared(path: &Path, key: Hash32, count: usize) -> Option<SharedMember> {
         key,
         paths: header.paths.into_iter().collect(),
         members,
+        digests: finals(&hashed),
         hashed,
         errors: Vec::new(),
     })
+}
+
+/// The digests the hash states end in.
+fn finals(hashed: &[Sha256]) -> Vec<Hash32> {
+    hashed
+        .iter()
+        .map(|h| Hash32(h.clone().finalize().into()))
+        .collect()
 }
 
 /// A newc archive of `files` (sorted by path), with missing parent
@@ -1392,6 +1490,7 @@ mod index_tests {
             }],
             built: 7,
             shared: Some(d(4)),
+            bases: BTreeMap::from([("gz".to_string(), d(5))]),
         };
         index
             .nodes
@@ -1404,9 +1503,10 @@ mod index_tests {
         assert_eq!(got.input, d(1));
         assert_eq!(got.blobs["zst"], d(3));
         assert_eq!(got.shared, Some(d(4)));
+        assert_eq!(got.bases["gz"], d(5));
         assert_eq!(got.files_read[0].stamp, Some((1, 2, 3, 4)));
-        // Four digests of 32 bytes each, not 64 hex characters.
-        assert!(bytes.len() < 4 * 64, "{}", bytes.len());
+        // Five digests of 32 bytes each, not 64 hex characters.
+        assert!(bytes.len() < 5 * 64, "{}", bytes.len());
         let hex = d(0xab).to_string();
         assert_eq!(hex, "ab".repeat(32));
         assert_eq!(hex.parse::<Hash32>().unwrap(), d(0xab));

@@ -5,10 +5,13 @@
 //!   templates are rendered once per run);
 //! - [`data`]: Warewulf's template data (`TemplateStruct`) from nodes and config;
 //! - [`render`]: one overlay read, parsed and rendered for a node;
-//! - [`build`]: per-node system/runtime images in the content-addressed store.
+//! - [`build`]: per-node system/runtime images in the content-addressed store;
+//! - [`composite`]: images stored as a reference to a large shared member
+//!   plus the node's own member.
 
 pub mod allnodes;
 pub mod build;
+pub mod composite;
 pub mod data;
 pub mod deps;
 pub mod nodeset;

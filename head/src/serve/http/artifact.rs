@@ -7,8 +7,13 @@
 //! from the blob's name for overlays, otherwise computed once and cached by
 //! (device, inode, mtime, size).
 //!
-//! A response carries a [`FileRange`] extension naming the open file and the
-//! byte range; the connection loop sends that range with `sendfile(2)` and
+//! An overlay image stored as a marker plus the node's own member
+//! (`overlay::composite`) is served as two parts: its shared blob, then the
+//! node blob after the marker; both are opened together, and both are
+//! immutable once named.
+//!
+//! A response carries a [`FileRange`] extension naming the open files and
+//! the byte ranges; the connection loop sends them with `sendfile(2)` and
 //! never polls the body. The body ([`FileBody`]) is there for every other
 //! consumer of the router (tests, a future hyper front end).
 
@@ -32,6 +37,7 @@ use super::{HttpError, HttpState, Stage};
 use crate::image::kernel_import::{self, KernelStore};
 use crate::image::{ImageManifest, ImageStore, kernel};
 use crate::nodedb::MergedNode;
+use crate::overlay::composite;
 
 /// Bytes read per body frame when the body is polled (not on the sendfile path).
 const BODY_CHUNK: usize = 256 * 1024;
@@ -46,7 +52,8 @@ const COMPRESSIONS: &[&str] = &["gz", "zst"];
 
 /// An opened artifact, ready to answer.
 pub struct Found {
-    pub file: Arc<File>,
+    /// The bytes served: these parts, one after the other.
+    pub parts: Vec<Part>,
     pub size: u64,
     /// sha256 of the content, hex.
     pub etag: String,
@@ -54,12 +61,50 @@ pub struct Found {
     pub name: String,
 }
 
-/// Response extension: the open file and the byte range the body carries.
+/// A byte range of an open file.
 #[derive(Clone, Debug)]
-pub struct FileRange {
+pub struct Part {
     pub file: Arc<File>,
     pub offset: u64,
     pub len: u64,
+}
+
+impl Found {
+    /// The parts holding bytes `offset .. offset + len` of the content.
+    fn cut(&self, offset: u64, len: u64) -> Vec<Part> {
+        let mut out = Vec::new();
+        let (mut skip, mut left) = (offset, len);
+        for p in &self.parts {
+            if left == 0 {
+                break;
+            }
+            if skip >= p.len {
+                skip -= p.len;
+                continue;
+            }
+            let take = (p.len - skip).min(left);
+            out.push(Part {
+                file: Arc::clone(&p.file),
+                offset: p.offset + skip,
+                len: take,
+            });
+            skip = 0;
+            left -= take;
+        }
+        out
+    }
+}
+
+/// Response extension: the open files and byte ranges the body carries.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    pub parts: Vec<Part>,
+}
+
+impl FileRange {
+    pub fn total(&self) -> u64 {
+        self.parts.iter().map(|p| p.len).sum()
+    }
 }
 
 /// A file's identity: (device, inode).
@@ -246,11 +291,13 @@ fn overlay(
         let Some((f, meta)) = open_regular(&path, false)? else {
             continue;
         };
-        let etag = match blob_digest(&path) {
-            Some(d) => d,
-            None => digest(state, &f, &meta)?,
+        let mut out = match blob_digest(&path) {
+            Some(d) => blob(&path, f, &meta, d)?,
+            None => {
+                let etag = digest(state, &f, &meta)?;
+                found(f, &meta, etag, &link)
+            }
         };
-        let mut out = found(f, &meta, etag, &link);
         out.name = format!("{which}.img.{ext}");
         return Ok(out);
     }
@@ -265,16 +312,46 @@ fn overlay(
     )))
 }
 
-/// `blobs/sha256/<hex>[.ext]` → `<hex>`.
+/// An overlay blob named `digest`: the whole image, or a marker naming its
+/// shared blob plus the node's own bytes (`overlay::composite`).
+fn blob(path: &Path, f: File, meta: &Metadata, digest: String) -> Result<Found, HttpError> {
+    let read_error = |e: io::Error| HttpError::internal(format!("reading {}: {e}", path.display()));
+    let Some((shared_path, own_at)) = composite::resolve(path, &f).map_err(read_error)? else {
+        return Ok(found(f, meta, digest, path));
+    };
+    let Some((shared, shared_meta)) = open_regular(&shared_path, false)? else {
+        return Err(HttpError::internal(format!(
+            "{} names its shared part {}, which is missing: run `wwctl overlay build`",
+            path.display(),
+            shared_path.display()
+        )));
+    };
+    let own = meta.len().saturating_sub(own_at);
+    Ok(Found {
+        parts: vec![
+            Part {
+                file: Arc::new(shared),
+                offset: 0,
+                len: shared_meta.len(),
+            },
+            Part {
+                file: Arc::new(f),
+                offset: own_at,
+                len: own,
+            },
+        ],
+        size: shared_meta.len() + own,
+        etag: digest,
+        name: String::new(),
+    })
+}
+
+/// `blobs/<name>` → the digest its name stands for, as hex.
 fn blob_digest(path: &Path) -> Option<String> {
-    let parent = path.parent()?;
-    if parent.file_name()? != "sha256" || parent.parent()?.file_name()? != "blobs" {
+    if path.parent()?.file_name()? != composite::BLOB_DIR {
         return None;
     }
-    let name = path.file_name()?.to_str()?;
-    let hex = name.split('.').next()?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
+    composite::parse_blob_name(path.file_name()?.to_str()?).map(hex::encode)
 }
 
 fn initramfs(state: &HttpState, node: &MergedNode) -> Result<Found, HttpError> {
@@ -533,7 +610,11 @@ fn digest(state: &HttpState, f: &File, meta: &Metadata) -> Result<String, HttpEr
 
 fn found(f: File, meta: &Metadata, etag: String, path: &Path) -> Found {
     Found {
-        file: Arc::new(f),
+        parts: vec![Part {
+            file: Arc::new(f),
+            offset: 0,
+            len: meta.len(),
+        }],
         size: meta.len(),
         etag,
         name: path
@@ -658,29 +739,37 @@ pub fn respond(found: Found, method: &Method, headers: &HeaderMap) -> (Response,
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let parts = found.cut(offset, len);
     resp.extensions_mut().insert(FileRange {
-        file: Arc::clone(&found.file),
-        offset,
-        len,
+        parts: parts.clone(),
     });
     if method == Method::HEAD {
         return (resp, 0);
     }
     *resp.body_mut() = Body::new(FileBody {
-        file: found.file,
-        pos: offset,
-        end: offset + len,
+        parts,
+        at: 0,
+        done: 0,
         pending: None,
     });
     (resp, len)
 }
 
-/// A byte range of an open file as an HTTP body, read on the blocking pool.
+/// Byte ranges of open files as one HTTP body, read on the blocking pool.
 pub struct FileBody {
-    file: Arc<File>,
-    pos: u64,
-    end: u64,
+    parts: Vec<Part>,
+    /// The part being read.
+    at: usize,
+    /// Bytes of that part already read.
+    done: u64,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl FileBody {
+    fn left(&self) -> u64 {
+        let rest: u64 = self.parts.iter().skip(self.at).map(|p| p.len).sum();
+        rest - self.done
+    }
 }
 
 impl http_body::Body for FileBody {
@@ -693,12 +782,16 @@ impl http_body::Body for FileBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         if this.pending.is_none() {
-            if this.pos >= this.end {
-                return Poll::Ready(None);
+            while this.parts.get(this.at).is_some_and(|p| this.done >= p.len) {
+                this.at += 1;
+                this.done = 0;
             }
-            let file = Arc::clone(&this.file);
-            let pos = this.pos;
-            let n = usize::try_from(this.end - pos).map_or(BODY_CHUNK, |n| n.min(BODY_CHUNK));
+            let Some(part) = this.parts.get(this.at) else {
+                return Poll::Ready(None);
+            };
+            let file = Arc::clone(&part.file);
+            let pos = part.offset + this.done;
+            let n = usize::try_from(part.len - this.done).map_or(BODY_CHUNK, |n| n.min(BODY_CHUNK));
             this.pending = Some(tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; n];
                 file.read_exact_at(&mut buf, pos)?;
@@ -717,18 +810,18 @@ impl http_body::Body for FileBody {
                     Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
                     Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
                 };
-                this.pos += chunk.len() as u64;
+                this.done += chunk.len() as u64;
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && self.pos >= self.end
+        self.pending.is_none() && self.left() == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.end - self.pos)
+        SizeHint::with_exact(self.left())
     }
 }
 

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
-use super::artifact::FileRange;
+use super::artifact::{FileRange, Part};
 use super::{HttpState, Peer, plain, router};
 
 /// Largest request head (request line and headers).
@@ -73,28 +73,33 @@ trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
 
 impl Transport for TcpStream {
     async fn send_range(&mut self, range: &FileRange) -> Result<()> {
-        send_file(self, range).await
+        for part in &range.parts {
+            send_file(self, part).await?;
+        }
+        Ok(())
     }
 }
 
 impl Transport for TlsStream<TcpStream> {
     async fn send_range(&mut self, range: &FileRange) -> Result<()> {
         let mut buf = vec![0u8; TLS_CHUNK];
-        let mut offset = range.offset;
-        let mut left = range.len;
-        while left > 0 {
-            let want = usize::try_from(left).map_or(TLS_CHUNK, |l| l.min(TLS_CHUNK));
-            let n = range
-                .file
-                .read_at(&mut buf[..want], offset)
-                .context("reading an artifact")?;
-            if n == 0 {
-                anyhow::bail!("artifact shrank while it was being sent");
+        for part in &range.parts {
+            let mut offset = part.offset;
+            let mut left = part.len;
+            while left > 0 {
+                let want = usize::try_from(left).map_or(TLS_CHUNK, |l| l.min(TLS_CHUNK));
+                let n = part
+                    .file
+                    .read_at(&mut buf[..want], offset)
+                    .context("reading an artifact")?;
+                if n == 0 {
+                    anyhow::bail!("artifact shrank while it was being sent");
+                }
+                timed(self.write_all(&buf[..n])).await?;
+                offset += n as u64;
+                left -= n as u64;
+                tokio::task::consume_budget().await;
             }
-            timed(self.write_all(&buf[..n])).await?;
-            offset += n as u64;
-            left -= n as u64;
-            tokio::task::consume_budget().await;
         }
         Ok(())
     }
@@ -487,12 +492,12 @@ async fn timed<T>(fut: impl Future<Output = std::io::Result<T>>) -> Result<T> {
     }
 }
 
-/// Copies `range` of the file to the socket inside the kernel.
+/// Copies one part of an artifact to the socket inside the kernel.
 ///
 /// A short `sendfile` means the socket buffer is full: like nginx, the
 /// readiness is dropped at once (by reporting `WouldBlock` to `try_io`)
 /// instead of paying one more call that would fail with `EAGAIN`.
-async fn send_file(stream: &mut TcpStream, range: &FileRange) -> Result<()> {
+async fn send_file(stream: &mut TcpStream, range: &Part) -> Result<()> {
     let mut offset = i64::try_from(range.offset).context("file offset out of range")?;
     let mut left = range.len;
     while left > 0 {

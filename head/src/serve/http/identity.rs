@@ -254,7 +254,7 @@ fn append_member(mut resp: Response, member: Vec<u8>) -> Response {
     let Some(range) = resp.extensions().get::<FileRange>() else {
         return resp;
     };
-    let total = range.len + member.len() as u64;
+    let total = range.total() + member.len() as u64;
     let h = resp.headers_mut();
     h.remove(header::ETAG);
     h.remove(header::ACCEPT_RANGES);

@@ -101,11 +101,11 @@ impl Site {
             b"system overlay of n1",
         )
         .unwrap();
-        let digest = hex::encode(Sha256::digest(RUNTIME));
-        std::fs::create_dir_all(prov.join("blobs/sha256")).unwrap();
-        std::fs::write(prov.join("blobs/sha256").join(&digest), RUNTIME).unwrap();
+        let name = blob_name(RUNTIME);
+        std::fs::create_dir_all(prov.join("blobs")).unwrap();
+        std::fs::write(prov.join("blobs").join(&name), RUNTIME).unwrap();
         std::os::unix::fs::symlink(
-            format!("../../blobs/sha256/{digest}"),
+            format!("../../blobs/{name}"),
             prov.join("overlays/n1/__RUNTIME__.img.gz"),
         )
         .unwrap();
@@ -159,6 +159,11 @@ async fn get(app: &Router, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// The blob file name of `content`.
+fn blob_name(content: &[u8]) -> String {
+    crate::overlay::composite::blob_name(&Sha256::digest(content).into())
 }
 
 #[tokio::test]
@@ -713,4 +718,60 @@ async fn ipxe_offers_two_stage_to_tagged_nodes() {
     );
     assert!(!two.contains("initrd --name image"), "{two}");
     assert!(!two.contains("<no value>"), "{two}");
+}
+
+/// An image stored as a marker plus the node's own member
+/// (`overlay::composite`) is served as the shared blob and then the node's
+/// bytes, with the digest of that whole as its `ETag`, ranges across the
+/// seam included.
+#[tokio::test]
+async fn composite_overlay_is_served_joined() {
+    let site = Site::new();
+    let blobs = site.root().join("provision/blobs");
+    let shared: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let shared_name = blob_name(&shared);
+    std::fs::write(blobs.join(&shared_name), &shared).unwrap();
+    let own = b"the node's own member".to_vec();
+    let whole = [shared.clone(), own.clone()].concat();
+    let hex = hex::encode(Sha256::digest(&whole));
+    let name = blob_name(&whole);
+    let mut blob = crate::overlay::composite::marker(Compression::Gzip, &shared_name).unwrap();
+    blob.extend_from_slice(&own);
+    std::fs::write(blobs.join(&name), &blob).unwrap();
+    let ptr = site.root().join("provision/overlays/n1/__SYSTEM__.img.gz");
+    std::fs::remove_file(&ptr).unwrap();
+    std::os::unix::fs::symlink(format!("../../blobs/{name}"), &ptr).unwrap();
+
+    let app = site.app();
+    let uri = format!("/system/{N1}?compress=gz");
+    let (st, h, body) = get(&app, &uri).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(body == whole, "joined body");
+    assert_eq!(h[header::ETAG], format!("\"{hex}\"").as_str());
+    assert_eq!(h[header::CONTENT_LENGTH], whole.len().to_string().as_str());
+    let n = whole.len();
+    for (spec, want) in [
+        (
+            format!("bytes={}-{}", n - own.len() - 3, n - 5),
+            &whole[n - own.len() - 3..=n - 5],
+        ),
+        (format!("bytes={}-", n - own.len()), &whole[n - own.len()..]),
+        ("bytes=5-9".to_string(), &whole[5..10]),
+    ] {
+        let mut r = req(Method::GET, &uri);
+        r.headers_mut().insert(header::RANGE, spec.parse().unwrap());
+        let (st, _, body) = send(&app, r).await;
+        assert_eq!(st, StatusCode::PARTIAL_CONTENT, "{spec}");
+        assert!(body == want, "{spec}");
+    }
+    let (st, h, body) = send(&app, req(Method::HEAD, &uri)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_LENGTH], n.to_string().as_str());
+    assert!(body.is_empty());
+
+    // The shared part gone: a clear server error, not a short image.
+    std::fs::remove_file(blobs.join(&shared_name)).unwrap();
+    let (st, _, body) = get(&app, &uri).await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(text(&body).contains("shared part"), "{}", text(&body));
 }
