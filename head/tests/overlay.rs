@@ -193,9 +193,10 @@ impl Site {
         fs::write(self.root().join("etc/warewulf/nodes.conf"), text).unwrap();
     }
 
-    /// A node's image as the node receives it (`wwctl overlay image`).
-    fn image_bytes(&self, node: &str, stem: &str) -> Vec<u8> {
-        let mut args = vec!["overlay", "image", node];
+    /// A node's image as the node receives it (`wwctl overlay image`), `ext`
+    /// its compression.
+    fn image_bytes(&self, node: &str, stem: &str, ext: &str) -> Vec<u8> {
+        let mut args = vec!["overlay", "image", node, "--compress", ext];
         if stem == "__RUNTIME__" {
             args.push("--runtime");
         }
@@ -208,35 +209,41 @@ impl Site {
         out.stdout
     }
 
-    /// Every entry of a node's image (all concatenated members, last wins).
+    /// Every entry of a node's gzip image.
     fn image(&self, node: &str, stem: &str) -> BTreeMap<String, Entry> {
-        let bytes = self.image_bytes(node, stem);
+        let bytes = self.image_bytes(node, stem, "gz");
         let mut raw = Vec::new();
         flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_end(&mut raw)
             .unwrap();
-        let mut r = Reader::new(&raw[..]);
-        let mut out = BTreeMap::new();
-        loop {
-            while let Some(h) = r.next_entry().unwrap() {
-                let data = r.data_to_vec(1 << 20).unwrap();
-                out.insert(
-                    String::from_utf8(h.name.clone()).unwrap(),
-                    Entry {
-                        kind: h.kind,
-                        mode: h.perm,
-                        uid: h.uid,
-                        gid: h.gid,
-                        data,
-                    },
-                );
-            }
-            if !r.next_archive().unwrap() {
-                break;
-            }
-        }
-        out
+        entries(&raw)
     }
+}
+
+/// Every entry of an uncompressed image (all concatenated archives, last
+/// wins).
+fn entries(raw: &[u8]) -> BTreeMap<String, Entry> {
+    let mut r = Reader::new(raw);
+    let mut out = BTreeMap::new();
+    loop {
+        while let Some(h) = r.next_entry().unwrap() {
+            let data = r.data_to_vec(1 << 20).unwrap();
+            out.insert(
+                String::from_utf8(h.name.clone()).unwrap(),
+                Entry {
+                    kind: h.kind,
+                    mode: h.perm,
+                    uid: h.uid,
+                    gid: h.gid,
+                    data,
+                },
+            );
+        }
+        if !r.next_archive().unwrap() {
+            break;
+        }
+    }
+    out
 }
 
 fn text(e: &Entry) -> &str {
@@ -762,15 +769,7 @@ fn large_shared_member_is_stored_once_and_served_joined() {
             assert!(len < 16 * 1024, "{ext}: {} is {len} bytes", b.display());
         }
         // ... but in the image the node receives, whose digest names the blob.
-        let mut args = vec!["overlay", "image", "n1"];
-        args.extend(["--compress", ext]);
-        let out = s.wwctl(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let image = out.stdout;
+        let image = s.image_bytes("n1", "__SYSTEM__", ext);
         assert_eq!(
             blob_name(&image),
             b1.file_name().unwrap().to_string_lossy(),
@@ -785,19 +784,9 @@ fn large_shared_member_is_stored_once_and_served_joined() {
                 .unwrap();
             raw
         };
-        let mut r = Reader::new(&raw[..]);
-        let mut files = BTreeMap::new();
-        loop {
-            while let Some(h) = r.next_entry().unwrap() {
-                let data = r.data_to_vec(1 << 20).unwrap();
-                files.insert(String::from_utf8(h.name.clone()).unwrap(), data);
-            }
-            if !r.next_archive().unwrap() {
-                break;
-            }
-        }
-        assert_eq!(files["usr/bin/tool"], big, "{ext}");
-        assert_eq!(files["etc/hostname"], b"n1\n", "{ext}");
+        let files = entries(&raw);
+        assert_eq!(files["usr/bin/tool"].data, big, "{ext}");
+        assert_eq!(files["etc/hostname"].data, b"n1\n", "{ext}");
     }
     // One copy of the shared part per compression, whatever the node count.
     let sizes: Vec<u64> = fs::read_dir(&blobs)

@@ -330,6 +330,11 @@ impl Head {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `r`, with the server log attached to its error.
+    pub fn with_log<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| e.context(format!("server log:\n{}", self.log())))
+    }
+
     /// Process id of `wwctl server`.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -905,7 +905,5 @@ nodes:
         );
         Ok(())
     };
-    run(&mut vm)
-        .map_err(|e| e.context(format!("server log:\n{}", head.log())))
-        .unwrap();
+    head.with_log(run(&mut vm)).unwrap();
 }

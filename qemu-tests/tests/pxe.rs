@@ -124,9 +124,7 @@ fn network_boot(test: &str, firmware: &[&str]) -> Result<String> {
     let booted = vm
         .console()
         .expect(&format!("{TEST_INIT_MARKER}system"), BOOT_TIMEOUT);
-    if let Err(e) = booted {
-        return Err(e.context(format!("server log:\n{}", head.log())));
-    }
+    head.with_log(booted)?;
     eprintln!(
         "{test}: init reached in {:.1} s",
         started.elapsed().as_secs_f64()

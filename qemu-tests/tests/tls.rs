@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use qemu_tests::head::{HTTP_PORT, Head, Site};
+use qemu_tests::head::{HTTP_PORT, Site};
 use qemu_tests::initrd::TEST_INIT_MARKER;
 use qemu_tests::netns::{HEAD_IP, Netns};
 use qemu_tests::tiny::{two_stage_site, two_stage_vm};
@@ -73,10 +73,6 @@ fn spawn_node(
     Ok(vm)
 }
 
-fn with_log<T>(r: Result<T>, head: &Head) -> Result<T> {
-    r.map_err(|e| e.context(format!("server log:\n{}", head.log())))
-}
-
 #[test]
 fn two_stage_boot_over_tls() {
     if qemu_opted_out("two_stage_boot_over_tls") {
@@ -117,7 +113,7 @@ fn two_stage_boot_over_tls() {
         ],
         BOOT_TIMEOUT,
     );
-    with_log(booted, &head).unwrap();
+    head.with_log(booted).unwrap();
     eprintln!(
         "tls-twostage: init reached in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -174,7 +170,7 @@ fn a_node_with_a_foreign_ca_gets_nothing() {
         ],
         BOOT_TIMEOUT,
     );
-    with_log(failed, &head).unwrap();
+    head.with_log(failed).unwrap();
     vm.expect_poweroff(Duration::from_secs(30)).unwrap();
     let console = vm.console().text();
     assert!(

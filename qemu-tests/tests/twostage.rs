@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use qemu_tests::head::{Head, Site};
+use qemu_tests::head::Site;
 use qemu_tests::initrd::TEST_INIT_MARKER;
 use qemu_tests::netns::Netns;
 use qemu_tests::tiny::{two_stage_site, two_stage_vm};
@@ -53,11 +53,6 @@ fn spawn_node(
         .spawn()?;
     eprintln!("{test}: {}", vm.command_line());
     Ok(vm)
-}
-
-/// Fails with the server log attached.
-fn with_log<T>(r: Result<T>, head: &Head) -> Result<T> {
-    r.map_err(|e| e.context(format!("server log:\n{}", head.log())))
 }
 
 #[test]
@@ -94,7 +89,7 @@ fn two_stage_boot_from_a_real_head() {
         ],
         BOOT_TIMEOUT,
     );
-    with_log(booted, &head).unwrap();
+    head.with_log(booted).unwrap();
     eprintln!(
         "twostage: init reached in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -141,7 +136,7 @@ fn corrupt_artifact_is_retried_then_ends_in_the_crash_action() {
         ],
         BOOT_TIMEOUT,
     );
-    with_log(failed, &head).unwrap();
+    head.with_log(failed).unwrap();
     vm.expect_poweroff(Duration::from_secs(30)).unwrap();
     let console = vm.console().text();
     assert!(
@@ -176,7 +171,7 @@ fn head_started_after_the_node_still_boots_it() {
     let booted = vm
         .console()
         .expect(&format!("{TEST_INIT_MARKER}system"), BOOT_TIMEOUT);
-    with_log(booted, &head).unwrap();
+    head.with_log(booted).unwrap();
     vm.expect_poweroff(Duration::from_secs(30)).unwrap();
     let console = vm.console().text();
     assert!(

@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
 
-use super::deps::find;
+use super::deps::{find, skip_quoted};
 use wwtemplate::Value;
 
 /// The kinds of values the checker tells apart.
@@ -192,37 +192,20 @@ fn actions(src: &str) -> Option<Vec<Vec<Tok>>> {
                     i = find(b, i + 2, b"*/")? + 2;
                 }
                 b'"' | b'\'' => {
-                    i += 1;
-                    while i < b.len() && b[i] != c {
-                        if b[i] == b'\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                    if i >= b.len() {
-                        return None;
-                    }
-                    i += 1;
+                    i = skip_quoted(b, i)?;
                     toks.push(Tok::Lit);
                 }
                 b'`' => {
                     i = find(b, i + 1, b"`")? + 1;
                     toks.push(Tok::Lit);
                 }
-                b'(' => {
-                    toks.push(Tok::Open);
-                    i += 1;
-                }
-                b')' => {
-                    toks.push(Tok::Close);
-                    i += 1;
-                }
-                b'|' => {
-                    toks.push(Tok::Pipe);
-                    i += 1;
-                }
-                b',' => {
-                    toks.push(Tok::Comma);
+                b'(' | b')' | b'|' | b',' => {
+                    toks.push(match c {
+                        b'(' => Tok::Open,
+                        b')' => Tok::Close,
+                        b'|' => Tok::Pipe,
+                        _ => Tok::Comma,
+                    });
                     i += 1;
                 }
                 b':' if b.get(i + 1) == Some(&b'=') => {

@@ -1178,11 +1178,11 @@ fn build_image(run: &Run<'_>, data: &NodeData, list: &[String]) -> Result<ImageB
         h.update(&own);
         let digest = Hash32(h.finalize().into());
         let base = shared.digests[k];
+        // The shared blob was stored with the member (`shared_member`).
         let marker = (member.len() >= composite::MIN_SHARED && !own.is_empty())
             .then(|| composite::marker(*c, &base.name()))
             .flatten();
         if let Some(marker) = marker {
-            put_blob(run, &base.name(), &[member]).map_err(fail)?;
             put_blob(run, &digest.name(), &[&marker, &own]).map_err(fail)?;
             bases.insert(c.extension().to_string(), base);
         } else {
@@ -1224,14 +1224,24 @@ fn shared_member(
             Hash32(h.finalize().into())
         };
         let path = run.shared_dir.join(key.to_string());
-        if let Some(member) = read_shared(&path, key, run.compressions.len()) {
-            return member;
-        }
-        let member = build_shared(run, ovs, key);
-        if member.errors.is_empty()
-            && let Err(e) = write_shared(&path, &member)
-        {
-            tracing::warn!("keeping the shared member {}: {e:#}", path.display());
+        let mut member = read_shared(&path, key, run.compressions.len()).unwrap_or_else(|| {
+            let member = build_shared(run, ovs, key);
+            if member.errors.is_empty()
+                && let Err(e) = write_shared(&path, &member)
+            {
+                tracing::warn!("keeping the shared member {}: {e:#}", path.display());
+            }
+            member
+        });
+        // A large member is a blob of its own, which images name (once per
+        // run, not per image).
+        for (m, d) in member.members.iter().zip(&member.digests) {
+            if m.len() >= composite::MIN_SHARED
+                && member.errors.is_empty()
+                && let Err(e) = put_blob(run, &d.name(), &[m])
+            {
+                member.errors.push(format!("{e:#}"));
+            }
         }
         member
     });

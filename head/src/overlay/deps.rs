@@ -128,6 +128,20 @@ pub(super) fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
         .map(|p| from + p)
 }
 
+/// The position after the quoted literal opening at `open` (`"…"` or
+/// `'…'`, backslash escapes skipped); `None` when it is not closed.
+pub(super) fn skip_quoted(b: &[u8], open: usize) -> Option<usize> {
+    let quote = b[open];
+    let mut i = open + 1;
+    while i < b.len() && b[i] != quote {
+        if b[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    (i < b.len()).then_some(i + 1)
+}
+
 fn skip_ws(b: &[u8], mut k: usize) -> usize {
     while k < b.len() && b[k].is_ascii_whitespace() {
         k += 1;
@@ -152,23 +166,8 @@ fn scan_action(b: &[u8], mut i: usize, rebound: bool, refs: &mut Refs) -> usize 
             return i + 2;
         }
         match c {
-            b'"' | b'\'' => {
-                i += 1;
-                while i < b.len() && b[i] != c {
-                    if b[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'`' => {
-                i += 1;
-                while i < b.len() && b[i] != b'`' {
-                    i += 1;
-                }
-                i += 1;
-            }
+            b'"' | b'\'' => i = skip_quoted(b, i).unwrap_or(b.len()),
+            b'`' => i = find(b, i + 1, b"`").map_or(b.len(), |p| p + 1),
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 i = find(b, i + 2, b"*/").map_or(b.len(), |p| p + 2);
             }

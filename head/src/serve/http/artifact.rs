@@ -54,7 +54,6 @@ const COMPRESSIONS: &[&str] = &["gz", "zst"];
 pub struct Found {
     /// The bytes served: these parts, one after the other.
     pub parts: Vec<Part>,
-    pub size: u64,
     /// sha256 of the content, hex.
     pub etag: String,
     /// File name, for `/status`.
@@ -69,7 +68,17 @@ pub struct Part {
     pub len: u64,
 }
 
+/// Bytes in `parts`.
+fn total(parts: &[Part]) -> u64 {
+    parts.iter().map(|p| p.len).sum()
+}
+
 impl Found {
+    /// Bytes served.
+    pub fn size(&self) -> u64 {
+        total(&self.parts)
+    }
+
     /// The parts holding bytes `offset .. offset + len` of the content.
     fn cut(&self, offset: u64, len: u64) -> Vec<Part> {
         let mut out = Vec::new();
@@ -103,7 +112,7 @@ pub struct FileRange {
 
 impl FileRange {
     pub fn total(&self) -> u64 {
-        self.parts.iter().map(|p| p.len).sum()
+        total(&self.parts)
     }
 }
 
@@ -340,7 +349,6 @@ fn blob(path: &Path, f: File, meta: &Metadata, digest: String) -> Result<Found, 
                 len: own,
             },
         ],
-        size: shared_meta.len() + own,
         etag: digest,
         name: String::new(),
     })
@@ -615,7 +623,6 @@ fn found(f: File, meta: &Metadata, etag: String, path: &Path) -> Found {
             offset: 0,
             len: meta.len(),
         }],
-        size: meta.len(),
         etag,
         name: path
             .file_name()
@@ -709,7 +716,7 @@ pub fn respond(found: Found, method: &Method, headers: &HeaderMap) -> (Response,
     }
     let range_applies = get(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
     let range = if range_applies {
-        parse_range(get(header::RANGE), found.size)
+        parse_range(get(header::RANGE), found.size())
     } else {
         RangeSpec::Full
     };
@@ -717,16 +724,16 @@ pub fn respond(found: Found, method: &Method, headers: &HeaderMap) -> (Response,
         RangeSpec::Unsatisfiable => {
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", found.size)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", found.size())) {
                 h.insert(header::CONTENT_RANGE, v);
             }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             return (resp, 0);
         }
-        RangeSpec::Full => (0, found.size),
+        RangeSpec::Full => (0, found.size()),
         RangeSpec::Partial(offset, len) => {
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let v = format!("bytes {}-{}/{}", offset, offset + len - 1, found.size);
+            let v = format!("bytes {}-{}/{}", offset, offset + len - 1, found.size());
             if let Ok(v) = HeaderValue::from_str(&v) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -767,8 +774,7 @@ pub struct FileBody {
 
 impl FileBody {
     fn left(&self) -> u64 {
-        let rest: u64 = self.parts.iter().skip(self.at).map(|p| p.len).sum();
-        rest - self.done
+        total(&self.parts[self.at.min(self.parts.len())..]) - self.done
     }
 }
 

@@ -104,7 +104,7 @@ async fn entry(
                 proto::QUERY_COMPRESS
             ),
             digest,
-            size: found.size,
+            size: found.size(),
             compression,
         }));
     }
